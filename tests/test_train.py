@@ -1,0 +1,134 @@
+"""fit learns, checkpoints round-trip, bad checkpoints are handled, configs key the files."""
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib.train import (checkpoint_path, config_key, fit, load_checkpoint, load_or_train,
+                              save_checkpoint)
+
+
+@dataclass(frozen=True)
+class Config:
+    width: int = 8
+    steps: int = 200
+
+
+def build(config: Config) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(1, config.width), nn.Tanh(), nn.Linear(config.width, 1))
+
+
+def regression_loss(model, batch):
+    x, y = batch
+    return (model(x) - y).pow(2).mean()
+
+
+@pytest.fixture(autouse=True)
+def tmp_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path))
+    return tmp_path
+
+
+def data():
+    x = torch.linspace(-2, 2, 256)[:, None]
+    return x, torch.sin(2 * x)
+
+
+def train(model, steps=300):
+    return fit(model, regression_loss, data(), steps=steps, batch_size=64, lr=1e-2, progress=False)
+
+
+def test_fit_reduces_the_loss_and_returns_one_value_per_step():
+    history = train(build(Config()))
+    assert len(history) == 300
+    assert sum(history[-20:]) / 20 < 0.2 * sum(history[:20]) / 20
+
+
+def test_fit_accepts_a_sampler_callable():
+    def sample(batch_size):
+        x = torch.rand(batch_size, 1) * 4 - 2
+        return x, torch.sin(2 * x)
+    history = fit(build(Config()), regression_loss, sample, steps=50, batch_size=32,
+                  progress=False, lr_schedule="constant")
+    assert len(history) == 50
+
+
+def test_fit_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="steps"):
+        fit(build(Config()), regression_loss, data(), steps=0, batch_size=8)
+    with pytest.raises(TypeError, match="batch_size"):
+        fit(build(Config()), regression_loss, data(), steps=1, batch_size=8.0)
+    with pytest.raises(ValueError, match="first dimension"):
+        fit(build(Config()), regression_loss, (torch.zeros(3, 1), torch.zeros(4, 1)),
+            steps=1, batch_size=2)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        fit(build(Config()), regression_loss, data(), steps=1, batch_size=2, lr_schedule="step")
+
+
+def test_fit_reports_nan_loss():
+    with pytest.raises(FloatingPointError, match="NaN"):
+        fit(build(Config()), lambda m, b: m(b[0]).sum() * float("nan"), data(), steps=3,
+            batch_size=4, progress=False)
+
+
+def test_config_key_depends_on_values_only():
+    assert config_key(Config()) == config_key(Config())
+    assert config_key(Config()) != config_key(Config(width=9))
+    with pytest.raises(TypeError, match="config"):
+        config_key({"width": 8})
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = build(Config())
+    train(model, steps=20)
+    path = save_checkpoint(tmp_path / "m.pt", model, Config(), [3.0, 2.0], seconds=1.5)
+    fresh = build(Config(width=8))
+    with torch.no_grad():
+        fresh[0].weight.zero_()
+    assert load_checkpoint(path, fresh, Config()) == [3.0, 2.0]
+    x = torch.randn(5, 1)
+    torch.testing.assert_close(fresh(x), model(x))
+    assert not list(tmp_path.glob("*.tmp")), "no temporary file left behind"
+
+
+def test_checkpoint_with_other_config_or_architecture_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", build(Config()), Config())
+    with pytest.raises(ValueError, match="config"):
+        load_checkpoint(path, build(Config()), Config(steps=1))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_checkpoint(path, build(Config(width=4)), Config())
+
+
+def test_load_or_train_trains_once_then_loads(capsys):
+    calls = []
+
+    def counting_train(model):
+        calls.append(1)
+        return train(model, steps=30)
+
+    m1, h1 = load_or_train("toy", Config(), build, counting_train)
+    m2, h2 = load_or_train("toy", Config(), build, counting_train)
+    assert len(calls) == 1 and h1 == pytest.approx(h2)
+    x = torch.randn(4, 1)
+    torch.testing.assert_close(m1(x), m2(x))
+    assert "Loaded toy" in capsys.readouterr().out
+    load_or_train("toy", Config(width=4), build, counting_train)
+    assert len(calls) == 2, "a different config trains a different model"
+
+
+def test_truncated_checkpoint_is_set_aside_and_retrained(capsys):
+    load_or_train("toy", Config(), build, lambda m: train(m, steps=10))
+    path = checkpoint_path("toy", Config())
+    path.write_bytes(path.read_bytes()[:100])
+    model, history = load_or_train("toy", Config(), build, lambda m: train(m, steps=10))
+    out = capsys.readouterr().out
+    assert "Could not use the saved toy" in out and "retraining" in out
+    assert path.with_suffix(".bad").exists() and len(history) == 10
+    assert load_checkpoint(path, build(Config()), Config()) == pytest.approx(history)
+
+
+def test_checkpoint_name_is_validated():
+    with pytest.raises(ValueError, match="name"):
+        checkpoint_path("../evil", Config())
