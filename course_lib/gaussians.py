@@ -36,17 +36,20 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | N
     """z = mu + sigma * eps with sigma = exp(logvar / 2) and eps ~ N(0, I).
 
     The reparameterisation trick (Kingma & Welling 2014; Strümke & Langseth, App. A.2): the
-    randomness sits in eps, so z is a differentiable function of (mu, logvar).
+    randomness sits in eps, so z is a differentiable function of (mu, logvar). The three
+    tensors broadcast: one (D,) mean with a (M, D) batch of eps gives M samples.
     """
     check_tensor("mu", mu, floating=True)
     check_tensor("logvar", logvar, floating=True)
-    if mu.shape != logvar.shape:
-        raise ValueError(f"mu and logvar must have the same shape, got {tuple(mu.shape)} "
-                         f"and {tuple(logvar.shape)}")
+    shapes = [mu.shape, logvar.shape] + ([eps.shape] if eps is not None else [])
+    try:
+        shape = torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        names = "mu and logvar" + (" and eps" if eps is not None else "")
+        raise ValueError(f"{names} must broadcast to one shape, got "
+                         f"{', '.join(str(tuple(s)) for s in shapes)}") from None
     if eps is None:
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
-    elif eps.shape != mu.shape:
-        raise ValueError(f"eps must have the shape of mu {tuple(mu.shape)}, got {tuple(eps.shape)}")
+        eps = torch.randn(shape, generator=generator, dtype=mu.dtype).to(mu.device)
     return mu + (0.5 * logvar).exp() * eps
 
 
