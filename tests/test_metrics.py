@@ -1,0 +1,221 @@
+"""Tests for course_lib.metrics: each metric against an independent reference (SciPy, NumPy
+double loops, torch.distributions) or a closed form."""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from scipy.special import logsumexp
+from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
+
+from course_lib.metrics import (ModeCoverage, exact_log_likelihood, mmd, mode_coverage,
+                                sliced_wasserstein)
+
+
+class StandInMixture:
+    """The four attributes metrics.py relies on, with log_prob from torch.distributions."""
+
+    def __init__(self, weights, means, covs):
+        self.weights, self.means, self.covs = weights, means, covs  # (K,), (K, D), (K, D, D)
+        self._dist = MixtureSameFamily(Categorical(probs=weights),
+                                       MultivariateNormal(means, covariance_matrix=covs))
+
+    def log_prob(self, x):
+        return self._dist.log_prob(x)                              # (N,)
+
+    def sample(self, n, generator):
+        """Samples (n, D) and their component labels (n,)."""
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)  # (n,)
+        z = torch.randn(n, self.means.shape[1], 1, generator=generator)              # (n, D, 1)
+        L = torch.linalg.cholesky(self.covs)                                          # (K, D, D)
+        return self.means[k] + (L[k] @ z).squeeze(-1), k
+
+
+@pytest.fixture
+def mixture():
+    weights = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    means = torch.tensor([[-5.0, -5.0], [-5.0, 5.0], [5.0, -5.0], [5.0, 5.0]])
+    covs = torch.stack([torch.eye(2), 0.5 * torch.eye(2),
+                        torch.tensor([[1.0, 0.6], [0.6, 0.8]]),
+                        torch.tensor([[0.3, 0.0], [0.0, 1.5]])])
+    return StandInMixture(weights, means, covs)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape, g, dtype=torch.float64):
+    return torch.randn(*shape, generator=g, dtype=dtype)
+
+
+# ---------------------------------------------------------------- sliced Wasserstein
+
+
+@pytest.mark.parametrize("N, M", [(40, 40), (50, 37)])
+def test_sw_1d_matches_scipy(N, M):
+    g = gen(1)
+    x, y = randn(N, 1, g=g), 2 * torch.rand(M, 1, generator=g, dtype=torch.float64)
+    ours = sliced_wasserstein(x, y, n_projections=1, p=1)
+    assert ours == pytest.approx(scipy.stats.wasserstein_distance(x[:, 0], y[:, 0]), rel=1e-9)
+
+
+def test_sw_1d_p2_unequal_sizes_matches_repeated_samples():
+    # Repeating x M/g times and y N/g times (g = gcd) gives equal sizes with the same
+    # distributions; then W_2 is the RMS of sorted differences.
+    g = gen(2)
+    x, y = randn(30, 1, g=g), randn(20, 1, g=g) + 1
+    xs, ys = np.sort(np.repeat(x[:, 0].numpy(), 2)), np.sort(np.repeat(y[:, 0].numpy(), 3))
+    reference = np.sqrt(np.mean((xs - ys) ** 2))
+    assert sliced_wasserstein(x, y, n_projections=1, p=2) == pytest.approx(reference, rel=1e-9)
+
+
+def test_sw_same_distribution_much_smaller_than_shifted():
+    g = gen(3)
+    x, y = torch.randn(2000, 2, generator=g), torch.randn(2000, 2, generator=g)
+    same = sliced_wasserstein(x, y)
+    shifted = sliced_wasserstein(x, y + torch.tensor([1.0, 0.0]))
+    assert same < 0.1 * shifted
+
+
+def test_sw2_gaussian_shift_closed_form():
+    # W_2 between N(m.theta, 1) and N(0, 1) is |m.theta|; E_theta[(m.theta)^2] = |m|^2 / 2 in 2-D.
+    g = gen(4)
+    m = torch.tensor([3.0, -1.0])
+    x, y = torch.randn(3000, 2, generator=g), torch.randn(2500, 2, generator=g) + m
+    ours = sliced_wasserstein(x, y, n_projections=1000, generator=gen(5))
+    assert ours == pytest.approx(m.norm().item() / math.sqrt(2), rel=0.05)
+
+
+def test_sw_symmetric_and_deterministic():
+    g = gen(6)
+    x, y = torch.randn(300, 2, generator=g), torch.randn(200, 2, generator=g) * 2
+    assert sliced_wasserstein(x, y) == pytest.approx(sliced_wasserstein(y, x), rel=1e-5)
+    assert sliced_wasserstein(x, y) == sliced_wasserstein(x, y)
+    assert sliced_wasserstein(x, y, generator=gen(7)) == sliced_wasserstein(x, y, generator=gen(7))
+
+
+# ---------------------------------------------------------------- MMD
+
+
+def naive_mmd_u(x, y, sigmas):
+    """Gretton et al. (2012) Eq. (3), by explicit loops in NumPy."""
+    k = lambda a, b: sum(np.exp(-np.sum((a - b) ** 2) / (2 * s**2)) for s in sigmas)
+    N, M = len(x), len(y)
+    k_xx = sum(k(x[i], x[j]) for i in range(N) for j in range(N) if i != j) / (N * (N - 1))
+    k_yy = sum(k(y[i], y[j]) for i in range(M) for j in range(M) if i != j) / (M * (M - 1))
+    k_xy = sum(k(x[i], y[j]) for i in range(N) for j in range(M)) / (N * M)
+    return k_xx + k_yy - 2 * k_xy
+
+
+def test_mmd_matches_naive_loops():
+    g = gen(8)
+    x, y = randn(30, 2, g=g), randn(20, 2, g=g) + 0.5
+    x_np, y_np = x.numpy(), y.numpy()
+    reference = naive_mmd_u(x_np, y_np, [0.3, 1.0])
+    assert mmd(x, y, bandwidths=[0.3, 1.0]) == pytest.approx(reference, rel=1e-9)
+    # default bandwidths: median distance over the pooled 50 points (1225 pairs) x (0.5, 1, 2)
+    z = np.concatenate([x_np, y_np])
+    med = np.median([np.linalg.norm(z[i] - z[j]) for i in range(50) for j in range(i + 1, 50)])
+    assert mmd(x, y) == pytest.approx(naive_mmd_u(x_np, y_np, [0.5 * med, med, 2 * med]), rel=1e-9)
+
+
+def test_mmd_near_zero_for_same_distribution_positive_for_shifted():
+    g = gen(9)
+    x, y = torch.randn(800, 2, generator=g), torch.randn(800, 2, generator=g)
+    shifted = mmd(x, y + torch.tensor([1.0, 0.0]))
+    assert abs(mmd(x, y)) < 0.01 < 0.1 < shifted
+
+
+# ---------------------------------------------------------------- mode coverage and likelihood
+
+
+def reference_assignment(x, mixture, n_std):
+    """Highest-responsibility component and whether it lies within n_std (explicit inverse)."""
+    components = MultivariateNormal(mixture.means, covariance_matrix=mixture.covs)
+    log_p = components.log_prob(x[:, None, :])                   # (N, K)
+    k = (mixture.weights.log() + log_p).argmax(dim=1)             # (N,)
+    diff = x - mixture.means[k]                                   # (N, D)
+    d2 = torch.einsum("nd,nde,ne->n", diff, torch.linalg.inv(mixture.covs)[k], diff)
+    return k, d2 <= n_std**2
+
+
+def test_mode_coverage_exact_samples(mixture):
+    x, _ = mixture.sample(4000, gen(10))
+    cov = mode_coverage(x, mixture)
+    k, on = reference_assignment(x, mixture, 3.0)
+    expected = torch.bincount(k[on], minlength=4).double() / len(x)
+    torch.testing.assert_close(cov.weights, expected)
+    assert cov.modes_covered == 4 and cov.max_weight_error < 3.0
+    # in 2-D the squared Mahalanobis distance is chi^2_2, so P(d > 3) = exp(-9/2)
+    assert cov.off_mode_fraction == pytest.approx(math.exp(-4.5), abs=0.006)
+    assert cov.weights.sum().item() == pytest.approx(1 - cov.off_mode_fraction)
+    assert "4/4" in str(cov)
+
+
+def test_mode_coverage_dropped_component(mixture):
+    x, labels = mixture.sample(4000, gen(11))
+    cov = mode_coverage(x[labels != 2], mixture)
+    assert cov.modes_covered == 3 and cov.weights[2] == 0
+    assert cov.max_weight_error > 25  # mode 2 has 30% of the true weight
+
+
+def test_mode_coverage_far_points_are_off_mode(mixture):
+    x, _ = mixture.sample(1000, gen(12))
+    far = torch.tensor([[40.0, 0.0], [0.0, 40.0], [-30.0, 30.0], [0.0, 0.0]]).repeat(250, 1)
+    assert mode_coverage(far, mixture).off_mode_fraction == 1.0
+    assert mode_coverage(far, mixture).modes_covered == 0
+    both = mode_coverage(torch.cat([x, far]), mixture)
+    alone = mode_coverage(x, mixture).off_mode_fraction
+    assert both.off_mode_fraction == pytest.approx(0.5 + alone / 2)
+    assert mode_coverage(far, mixture, n_std=100.0).off_mode_fraction == 0.0
+
+
+def test_mode_coverage_is_frozen(mixture):
+    cov = mode_coverage(mixture.sample(100, gen(13))[0], mixture)
+    assert isinstance(cov, ModeCoverage)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cov.modes_covered = 0
+
+
+def test_exact_log_likelihood(mixture):
+    x, _ = mixture.sample(500, gen(14))
+    ours = exact_log_likelihood(x, mixture)
+    assert ours == pytest.approx(mixture.log_prob(x).mean().item())
+    per_k = [scipy.stats.multivariate_normal(m.numpy(), c.numpy()).logpdf(x.numpy())
+             for m, c in zip(mixture.means, mixture.covs)]
+    scipy_ll = logsumexp(np.stack(per_k) + np.log(mixture.weights.numpy())[:, None], axis=0).mean()
+    assert ours == pytest.approx(scipy_ll, rel=1e-5)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input(mixture):
+    x = torch.randn(10, 2)
+    with pytest.raises(TypeError, match="x"):
+        sliced_wasserstein(x.tolist(), x)
+    with pytest.raises(TypeError, match="x"):
+        mmd(torch.ones(10, 2, dtype=torch.long), x)
+    with pytest.raises(ValueError, match="x"):
+        sliced_wasserstein(torch.randn(10), x)
+    with pytest.raises(ValueError, match="y"):
+        sliced_wasserstein(x, torch.randn(10, 3))
+    with pytest.raises(ValueError, match="y"):
+        mmd(x, torch.randn(10, 3))
+    with pytest.raises(ValueError, match="n_projections"):
+        sliced_wasserstein(x, x, n_projections=0)
+    with pytest.raises(ValueError, match="p"):
+        sliced_wasserstein(x, x, p=0.5)
+    with pytest.raises(ValueError, match="y"):
+        mmd(x, x[:1])
+    with pytest.raises(ValueError, match="bandwidths"):
+        mmd(x, x, bandwidths=[1.0, -1.0])
+    with pytest.raises(ValueError, match="x"):
+        mode_coverage(torch.randn(10, 3), mixture)
+    with pytest.raises(ValueError, match="n_std"):
+        mode_coverage(x, mixture, n_std=0.0)
+    with pytest.raises(TypeError, match="x"):
+        exact_log_likelihood(np.zeros((10, 2)), mixture)
