@@ -78,6 +78,8 @@ class GaussianMixture:
         if (a <= 0).any() or (a > 1).any():
             raise ValueError(f"alpha_bar_t must lie in (0, 1], got values in "
                              f"[{float(a.min()):.3g}, {float(a.max()):.3g}]")
+        if a.ndim == 1 and bool((a == a[0]).all()):
+            a = a[:1]                       # one noise level for the batch (as in samplers)
         a = a.reshape(-1, 1, 1)                                         # (B or 1, 1, 1)
         eye = torch.eye(self.dim, dtype=a.dtype, device=a.device)
         mean_t = a.sqrt() * self.means                                  # (B, K, D)
