@@ -2,7 +2,9 @@
 
 One module per concept: `profiles` (run sizes), `device` (device and seeds), `data` (2-D toys,
 the Gaussian-mixture oracle, MNIST), `gaussians` (Gaussian identities), `nets` (MLP and U-Net),
-`train` (`fit`, `load_or_train`), `metrics`, `plotting`, `widgets`, `grading` and `exercises`.
+`elbo` (the exact linear-Gaussian latent model), `vae` (VAEs and the two-level HVAE),
+`schedules` and `diffusion` (discrete-time diffusion), `train` (`fit`, `load_or_train`),
+`metrics`, `plotting`, `widgets`, `verify` (check cells), `grading` and `exercises`.
 """
 from __future__ import annotations
 
