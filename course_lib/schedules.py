@@ -117,6 +117,17 @@ def schedule_from_betas(betas_1_to_T: Sequence[float] | np.ndarray | torch.Tenso
     return _from_betas(b, "betas_1_to_T")
 
 
+
+def schedule_from_alpha_bars(alpha_bars: torch.Tensor) -> Schedule:
+    """The schedule whose alpha-bar_t are `alpha_bars` (T+1,), alpha_bars[0] = 1:
+    beta_t = 1 - alpha-bar_t / alpha-bar_{t-1}."""
+    check_tensor("alpha_bars", alpha_bars, ndim=1, floating=True)
+    ab = alpha_bars.to(torch.float64)
+    if ab.shape[0] < 2 or float(ab[0]) != 1.0:
+        raise ValueError(f"alpha_bars must have length T + 1 >= 2 with alpha_bars[0] = 1, got "
+                         f"length {ab.shape[0]} starting {float(ab[0]) if ab.numel() else None}")
+    return schedule_from_betas(1 - ab[1:] / ab[:-1])
+
 def linear_schedule(T: int = 1000, beta_1: float = 1e-4, beta_T: float = 0.02) -> Schedule:
     """beta_t linear from beta_1 to beta_T  (Ho et al. 2020, Sec. 4).
 

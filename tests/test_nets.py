@@ -105,15 +105,6 @@ def test_mlp_gradients_reach_all_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-@pytest.fixture
-def one_thread():
-    """Small matmuls run faster on one thread, and do not stall when other jobs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_mlp_learns_time_dependent_function(one_thread):
     """f(x, t) = x cos(t / 100) on t in 0..314: 200 Adam steps fit it closely."""
     torch.manual_seed(0)

@@ -7,7 +7,8 @@ import torch
 
 from course_lib.gaussians import gaussian_kl
 from course_lib.schedules import (Schedule, cosine_schedule, linear_schedule, make_schedule, prior_kl,
-                                  schedule_from_betas, schedule_from_log_snr)
+                                  schedule_from_alpha_bars, schedule_from_betas,
+                                  schedule_from_log_snr)
 
 
 def _all_schedules():
@@ -151,3 +152,10 @@ def test_bad_inputs_raise():
                  torch.tensor([0.9, 0.5], dtype=torch.float64))
     with pytest.raises(TypeError, match="x0"):
         prior_kl(s, [1.0, 2.0])
+
+
+def test_schedule_from_alpha_bars_round_trips():
+    s = cosine_schedule(50)
+    torch.testing.assert_close(schedule_from_alpha_bars(s.alpha_bars).betas, s.betas)
+    with pytest.raises(ValueError, match="alpha_bars"):
+        schedule_from_alpha_bars(torch.tensor([0.9, 0.5], dtype=torch.float64))

@@ -13,13 +13,7 @@ from course_lib.vae import (HVAE, VAE, AutoEncoder, ConvDecoder, ConvEncoder, ML
                             mnist_hvae, mnist_vae, toy_vae)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: one thread avoids contention overheads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(seed: int) -> torch.Generator:

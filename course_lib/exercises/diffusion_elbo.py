@@ -13,19 +13,14 @@ import torch
 from ..diffusion import q_posterior_mean_variance, q_sample
 from ..gaussians import gaussian_kl
 from ..grading.core import Mismatch, exercise, expect_close, expect_shape, expect_tensor
-from ..schedules import Schedule, cosine_schedule, linear_schedule, schedule_from_betas
+from ..schedules import (Schedule, cosine_schedule, linear_schedule,
+                         schedule_from_alpha_bars, schedule_from_betas)
 
 F64 = torch.float64
 
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _schedule_from_alpha_bars(alpha_bars: torch.Tensor) -> Schedule:
-    """The Schedule whose alpha-bar_t are `alpha_bars` (T+1,), alpha_bars[0] = 1."""
-    ab = alpha_bars.to(F64)
-    return schedule_from_betas(1 - ab[1:] / ab[:-1])
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +31,7 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 def reference_posterior_mean_variance(x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
                                       alpha_bars: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (B, ...) and variance (B, 1, ..., 1) of q(x_{t-1} | x_t, x_0)  (Luo 2022, Eq. 84)."""
-    return q_posterior_mean_variance(x0, xt, t, _schedule_from_alpha_bars(alpha_bars))
+    return q_posterior_mean_variance(x0, xt, t, schedule_from_alpha_bars(alpha_bars))
 
 
 def reference_denoising_kl(mu_q: torch.Tensor, mu_p: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
@@ -48,7 +43,7 @@ def reference_denoising_kl(mu_q: torch.Tensor, mu_p: torch.Tensor, sigma2: torch
 def reference_snr_weighted_loss(x0: torch.Tensor, x0_pred: torch.Tensor, t: torch.Tensor,
                                 alpha_bars: torch.Tensor) -> torch.Tensor:
     """1/2 (SNR(t-1) - SNR(t)) ||x_0 - x0_pred||^2 per example (B,), t in 2..T  (Luo Eq. 108-110)."""
-    s = _schedule_from_alpha_bars(alpha_bars)
+    s = schedule_from_alpha_bars(alpha_bars)
     weight = 0.5 * (s.snr(t - 1) - s.snr(t))                       # (B,) float64
     return weight.to(x0.dtype) * _flat(x0 - x0_pred).pow(2).sum(1)
 
@@ -56,7 +51,7 @@ def reference_snr_weighted_loss(x0: torch.Tensor, x0_pred: torch.Tensor, t: torc
 def _kl_with_posterior_variance(x0, x0_pred, t, alpha_bars, seed: int) -> torch.Tensor:
     """KL(q(x_{t-1} | x_t, x_0) || N(mu_q(x_t, x0_pred), beta-tilde_t I)) at a sampled x_t, via
     the library: an independent reference for the SNR-weighted loss."""
-    s = _schedule_from_alpha_bars(alpha_bars)
+    s = schedule_from_alpha_bars(alpha_bars)
     xt = q_sample(x0, t, s, generator=_gen(seed))
     mu_q, var = q_posterior_mean_variance(x0, xt, t, s)
     mu_p, _ = q_posterior_mean_variance(x0_pred, xt, t, s)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..diffusion import q_sample
-from ..schedules import Schedule, cosine_schedule, linear_schedule, prior_kl, schedule_from_betas
+from ..schedules import (Schedule, cosine_schedule, linear_schedule, prior_kl,
+                         schedule_from_alpha_bars, schedule_from_betas)
 from ..grading.core import Mismatch, exercise, expect_close, expect_shape, expect_tensor
 
 F64 = torch.float64
@@ -17,12 +18,6 @@ F64 = torch.float64
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _schedule_from_alpha_bars(alpha_bars: torch.Tensor) -> Schedule:
-    """The Schedule whose alpha-bar_t are `alpha_bars` (T+1,), alpha_bars[0] = 1."""
-    ab = alpha_bars.to(F64)
-    return schedule_from_betas(1 - ab[1:] / ab[:-1])
 
 
 # ----------------------------------------------------------- the library's answers
@@ -34,7 +29,7 @@ def reference_alpha_bars(betas: torch.Tensor) -> torch.Tensor:
 def reference_q_sample(x0: torch.Tensor, t: torch.Tensor, alpha_bars: torch.Tensor,
                        eps: torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps (Luo 2022, Eq. 69), per-sample t."""
-    return q_sample(x0, t, _schedule_from_alpha_bars(alpha_bars), eps=eps)
+    return q_sample(x0, t, schedule_from_alpha_bars(alpha_bars), eps=eps)
 
 
 def reference_prior_kl(x0: torch.Tensor, alpha_bar_T: float) -> torch.Tensor:
