@@ -360,7 +360,7 @@ class VAE(_LatentModel):
         B = x.shape[0]
         mu, logvar = self.encode(x)                                           # (B, D)
         eps = torch.randn((K, *mu.shape), generator=generator, dtype=mu.dtype).to(mu.device)
-        z = mu + (0.5 * logvar).exp() * eps                                   # (K, B, D)
+        z = reparameterize(mu, logvar, eps=eps)                               # (K, B, D)
         params = self.decode(z.flatten(0, 1))                                 # (K*B, *x_shape)
         x_rep = x.expand(K, *x.shape).flatten(0, 1)                           # (K*B, *x_shape)
         log_px = self.log_px(x_rep, params).view(K, B)                        # (K, B)

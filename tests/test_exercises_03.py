@@ -9,15 +9,11 @@ from course_lib.exercises.hvae import (reference_hvae_neg_elbo, reference_kl_top
                                        reference_markov_log_joint)
 from course_lib.gaussians import gaussian_kl, reparameterize
 from course_lib.grading import grade
+
+from grading_helpers import failed_kinds, stub
 from course_lib.vae import log_normal_diag
 
 
-def stub(*args):
-    raise NotImplementedError
-
-
-def failed_kinds(result):
-    return {d["kind"] for d in result.details if not d["passed"]}
 
 
 @pytest.mark.parametrize("ex_id, reference", [("03.markov_log_joint", reference_markov_log_joint),

@@ -12,15 +12,11 @@ import torch
 
 from ..diffusion import q_posterior_mean_variance, q_sample
 from ..gaussians import gaussian_kl
-from ..grading.core import Mismatch, exercise, expect_close, expect_shape, expect_tensor
+from ..grading.core import Mismatch, exercise, expect_close, expect_shape, expect_tensor, seeded
 from ..schedules import (Schedule, cosine_schedule, linear_schedule,
                          schedule_from_alpha_bars, schedule_from_betas)
 
 F64 = torch.float64
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +48,7 @@ def _kl_with_posterior_variance(x0, x0_pred, t, alpha_bars, seed: int) -> torch.
     """KL(q(x_{t-1} | x_t, x_0) || N(mu_q(x_t, x0_pred), beta-tilde_t I)) at a sampled x_t, via
     the library: an independent reference for the SNR-weighted loss."""
     s = schedule_from_alpha_bars(alpha_bars)
-    xt = q_sample(x0, t, s, generator=_gen(seed))
+    xt = q_sample(x0, t, s, generator=seeded(seed))
     mu_q, var = q_posterior_mean_variance(x0, xt, t, s)
     mu_p, _ = q_posterior_mean_variance(x0_pred, xt, t, s)
     logvar = var.log().expand_as(mu_q)
@@ -64,7 +60,7 @@ POSTERIOR = exercise("05.posterior", "Mean and variance of the true posterior q(
 
 
 def _posterior_inputs(shape, T: int, seed: int, t_low: int = 1):
-    g = _gen(seed)                                                 # float64: exact references
+    g = seeded(seed)                                                 # float64: exact references
     x0 = torch.randn(*shape, generator=g, dtype=F64)
     xt = torch.randn(*shape, generator=g, dtype=F64)
     t = torch.randint(t_low, T + 1, (shape[0],), generator=g)
@@ -144,7 +140,7 @@ DENOISING_KL = exercise("05.denoising_kl", "KL between two Gaussians of equal va
 
 
 def _kl_inputs(shape, seed: int):
-    g = _gen(seed)
+    g = seeded(seed)
     mu_q, mu_p = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
     sigma2 = torch.rand(shape[0], generator=g) * 0.5 + 0.01         # (B,) one variance per example
     return mu_q, mu_p, sigma2
@@ -190,7 +186,7 @@ SNR_LOSS = exercise("05.snr_loss", "The denoising term as an SNR-weighted x_0 re
 
 
 def _snr_inputs(shape, T: int, seed: int):
-    g = _gen(seed)                                                 # float64: exact references
+    g = seeded(seed)                                                 # float64: exact references
     x0 = torch.randn(*shape, generator=g, dtype=F64)
     x0_pred = x0 + 0.3 * torch.randn(*shape, generator=g, dtype=F64)
     t = torch.randint(2, T + 1, (shape[0],), generator=g)

@@ -11,13 +11,9 @@ import math
 import torch
 
 from ..elbo import LinearGaussianModel, iwae_from_log_weights, log_normal
-from ..grading.core import Mismatch, exercise, expect_close, expect_shape, expect_tensor
+from ..grading.core import Mismatch, exercise, expect_close, expect_shape, expect_tensor, seeded
 
 F64 = torch.float64
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ----------------------------------------------------------- the library's answers
@@ -46,7 +42,7 @@ def reference_iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------ shared test inputs
 def _problem(shape: tuple, seed: int, w: float = 1.3, b: float = -0.4, s: float = 0.6):
     """A model, observed x of `shape`, and a Gaussian q (mean, std) per x, in float64."""
-    g = _gen(seed)
+    g = seeded(seed)
     model = LinearGaussianModel(w, b, s)
     x = 2.0 * torch.randn(shape, generator=g, dtype=F64)
     q_mean = torch.randn(shape, generator=g, dtype=F64)
@@ -62,14 +58,14 @@ ELBO = exercise("01.elbo_mc", "Monte Carlo estimate of the ELBO with reparameter
 @ELBO.case("shape", "M draws for B observations, eps (M, B), give one ELBO per observation, (B,)")
 def _elbo_shape(fn):
     _, x, m, sd, lj = _problem((5,), seed=11)
-    eps = torch.randn(40, 5, generator=_gen(12), dtype=F64)
+    eps = torch.randn(40, 5, generator=seeded(12), dtype=F64)
     expect_shape(fn(lj, m, sd, eps), (5,), "elbo_mc with eps of shape (40, 5)")
 
 
 @ELBO.case("value", "equals the average of log p(x, z) - log q(z) at z = q_mean + q_std * eps", points=2)
 def _elbo_value(fn):
     _, x, m, sd, lj = _problem((6,), seed=13)
-    eps = torch.randn(25, 6, generator=_gen(14), dtype=F64)
+    eps = torch.randn(25, 6, generator=seeded(14), dtype=F64)
     out = fn(lj, m, sd, eps)
     ref = reference_elbo_mc(lj, m, sd, eps)
     expect_shape(out, ref.shape, "the ELBO estimate")
@@ -89,14 +85,14 @@ def _elbo_value(fn):
 @ELBO.case("batching", "works for a grid of observations: eps (M, 3, 4) gives (3, 4)")
 def _elbo_batching(fn):
     _, x, m, sd, lj = _problem((3, 4), seed=15)
-    eps = torch.randn(30, 3, 4, generator=_gen(16), dtype=F64)
+    eps = torch.randn(30, 3, 4, generator=seeded(16), dtype=F64)
     expect_close(fn(lj, m, sd, eps), reference_elbo_mc(lj, m, sd, eps), "the ELBO estimate on (3, 4)")
 
 
 @ELBO.case("gradient", "the estimate is differentiable in q_mean and q_std (reparameterisation)")
 def _elbo_gradient(fn):
     _, x, m, sd, lj = _problem((4,), seed=17)
-    eps = torch.randn(50, 4, generator=_gen(18), dtype=F64)
+    eps = torch.randn(50, 4, generator=seeded(18), dtype=F64)
     m1, sd1 = m.clone().requires_grad_(True), sd.clone().requires_grad_(True)
     out = expect_tensor(fn(lj, m1, sd1, eps), "the ELBO estimate")
     if not out.requires_grad:
@@ -115,7 +111,7 @@ def _elbo_gradient(fn):
 def _elbo_unbiased(fn):
     model, x, m, sd, lj = _problem((3,), seed=19, w=-0.8, b=1.0, s=1.2)
     M = 20_000
-    eps = torch.randn(M, 3, generator=_gen(20), dtype=F64)
+    eps = torch.randn(M, 3, generator=seeded(20), dtype=F64)
     out = expect_shape(fn(lj, m, sd, eps), (3,), "the ELBO estimate")
     exact = model.elbo(x, m, sd ** 2)
     z = m + sd * eps
@@ -145,7 +141,7 @@ def _like(var: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 @POST.case("shape", "x of shape (B,) gives a mean and a variance of shape (B,)")
 def _post_shape(fn):
-    x = torch.randn(7, generator=_gen(21), dtype=F64)
+    x = torch.randn(7, generator=seeded(21), dtype=F64)
     mean, var = _mean_var(fn, x, 0.9, 0.2, 0.5)
     expect_shape(mean, (7,), "the posterior mean")
     expect_shape(var, (7,), "the posterior variance (use torch.full_like(x, ...))")
@@ -153,7 +149,7 @@ def _post_shape(fn):
 
 @POST.case("value", "matches Gaussian conditioning of the joint of (z, x)", points=2)
 def _post_value(fn):
-    x = 3.0 * torch.randn(9, generator=_gen(22), dtype=F64)
+    x = 3.0 * torch.randn(9, generator=seeded(22), dtype=F64)
     w, b, s = 1.7, 0.6, 0.9
     mean, var = _mean_var(fn, x, w, b, s)
     ref_mean, ref_var = reference_posterior(x, w, b, s)
@@ -169,7 +165,7 @@ def _post_value(fn):
 
 @POST.case("batching", "works for any shape of x, e.g. (4, 5), and for a negative w")
 def _post_batching(fn):
-    x = torch.randn(4, 5, generator=_gen(23), dtype=F64)
+    x = torch.randn(4, 5, generator=seeded(23), dtype=F64)
     mean, var = _mean_var(fn, x, -0.7, 1.1, 1.3)
     ref_mean, ref_var = reference_posterior(x, -0.7, 1.1, 1.3)
     expect_close(mean, ref_mean, "the posterior mean for x of shape (4, 5)")
@@ -193,13 +189,13 @@ IWAE = exercise("01.iwae", "Importance-weighted bound from log-weights (log-mean
 
 @IWAE.case("shape", "a (B, K) tensor of log-weights gives one bound per row, (B,)")
 def _iwae_shape(fn):
-    log_w = torch.randn(6, 10, generator=_gen(31), dtype=F64)
+    log_w = torch.randn(6, 10, generator=seeded(31), dtype=F64)
     expect_shape(fn(log_w), (6,), "iwae_bound on (6, 10) log-weights")
 
 
 @IWAE.case("value", "equals log of the mean of the weights exp(log_w) over the K samples", points=2)
 def _iwae_value(fn):
-    log_w = torch.randn(8, 12, generator=_gen(32), dtype=F64) - 2.0
+    log_w = torch.randn(8, 12, generator=seeded(32), dtype=F64) - 2.0
     out = expect_shape(fn(log_w), (8,), "the bound")
     if torch.allclose(out.double(), torch.logsumexp(log_w, -1), atol=1e-6):
         raise Mismatch("that is log of the SUM of the weights; the bound averages them: "
@@ -213,25 +209,25 @@ def _iwae_value(fn):
 @IWAE.case("stability", "log-weights around -1000 (exp underflows to 0) give finite, exact values",
            points=2)
 def _iwae_stability(fn):
-    log_w = torch.randn(5, 64, generator=_gen(33), dtype=F64) * 3 - 1000.0
+    log_w = torch.randn(5, 64, generator=seeded(33), dtype=F64) * 3 - 1000.0
     out = expect_tensor(fn(log_w), "the bound")
     if not torch.isfinite(out).all():
         raise Mismatch("the bound is not finite for log-weights near -1000: exp(-1000) is 0 in "
                        "floating point; subtract the largest log-weight before exponentiating "
                        "(or use torch.logsumexp)")
     expect_close(out, reference_iwae_bound(log_w), "the bound for log-weights near -1000")
-    big = torch.randn(3, 16, generator=_gen(34)) + 500.0           # float32: exp(500) overflows
+    big = torch.randn(3, 16, generator=seeded(34)) + 500.0           # float32: exp(500) overflows
     expect_close(fn(big), reference_iwae_bound(big), "the bound for float32 log-weights near +500",
                  atol=1e-3)
 
 
 @IWAE.case("K = 1", "with one sample the bound is the log-weight itself (the one-sample ELBO)")
 def _iwae_k1(fn):
-    log_w = torch.randn(7, 1, generator=_gen(35), dtype=F64)
+    log_w = torch.randn(7, 1, generator=seeded(35), dtype=F64)
     expect_close(fn(log_w), log_w[:, 0], "the bound with K = 1")
 
 
 @IWAE.case("batching", "any leading shape: (2, 3, K) log-weights give (2, 3)")
 def _iwae_batching(fn):
-    log_w = torch.randn(2, 3, 20, generator=_gen(36), dtype=F64)
+    log_w = torch.randn(2, 3, 20, generator=seeded(36), dtype=F64)
     expect_close(fn(log_w), reference_iwae_bound(log_w), "the bound on (2, 3, 20) log-weights")

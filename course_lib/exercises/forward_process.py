@@ -11,13 +11,9 @@ import torch
 from ..diffusion import q_sample
 from ..schedules import (Schedule, cosine_schedule, linear_schedule, prior_kl,
                          schedule_from_alpha_bars, schedule_from_betas)
-from ..grading.core import Mismatch, exercise, expect_close, expect_shape, expect_tensor
+from ..grading.core import Mismatch, exercise, expect_close, expect_shape, expect_tensor, seeded
 
 F64 = torch.float64
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ----------------------------------------------------------- the library's answers
@@ -84,7 +80,7 @@ Q_SAMPLE = exercise("04.q_sample", "Sample x_t ~ q(x_t | x_0) in one shot")
 
 
 def _q_inputs(shape, T: int, seed: int):
-    g = _gen(seed)
+    g = seeded(seed)
     x0 = torch.randn(*shape, generator=g)
     eps = torch.randn(*shape, generator=g)
     t = torch.randint(1, T + 1, (shape[0],), generator=g)
@@ -149,7 +145,7 @@ PRIOR_KL = exercise("04.prior_kl", "The prior-matching term KL(q(x_T | x_0) || N
 
 @PRIOR_KL.case("shape", "one KL per example: (B, 2) -> (B,) and (B, 1, 28, 28) -> (B,)")
 def _kl_shape(fn):
-    g = _gen(21)
+    g = seeded(21)
     expect_shape(fn(torch.randn(7, 2, generator=g), 0.1), (7,), "prior KL of (7, 2) points")
     expect_shape(fn(torch.rand(3, 1, 28, 28, generator=g) * 2 - 1, 0.01), (3,),
                  "prior KL of (3, 1, 28, 28) images")
@@ -157,7 +153,7 @@ def _kl_shape(fn):
 
 @PRIOR_KL.case("value", "matches the library for 2-D points at several alpha-bar_T", points=2)
 def _kl_value(fn):
-    x0 = torch.randn(10, 2, generator=_gen(22), dtype=F64)
+    x0 = torch.randn(10, 2, generator=seeded(22), dtype=F64)
     for a in (0.5, 0.05, 1e-4):
         out = fn(x0, a)
         ref = reference_prior_kl(x0, a)
@@ -172,14 +168,14 @@ def _kl_value(fn):
 
 @PRIOR_KL.case("batching", "images: the KL sums (not averages) over all 784 pixels", points=2)
 def _kl_images(fn):
-    x0 = torch.rand(4, 1, 28, 28, generator=_gen(23)) * 2 - 1
+    x0 = torch.rand(4, 1, 28, 28, generator=seeded(23)) * 2 - 1
     expect_close(fn(x0, 0.02), reference_prior_kl(x0, 0.02), "prior KL of images",
                  atol=1e-5, rtol=1e-4)
 
 
 @PRIOR_KL.case("properties", "KL >= 0, it grows with alpha-bar_T and vanishes as alpha-bar_T -> 0")
 def _kl_properties(fn):
-    x0 = torch.randn(6, 3, generator=_gen(24), dtype=F64)
+    x0 = torch.randn(6, 3, generator=seeded(24), dtype=F64)
     kls = [fn(x0, a) for a in (0.9, 0.3, 1e-3, 1e-9)]
     for a, kl in zip((0.9, 0.3, 1e-3, 1e-9), kls):
         expect_shape(kl, (6,), f"prior KL at alpha-bar_T = {a}")

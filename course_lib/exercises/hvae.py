@@ -19,14 +19,10 @@ from typing import Sequence
 import torch
 
 from ..gaussians import gaussian_kl, reparameterize
-from ..grading.core import Mismatch, exercise, expect_close, expect_shape
+from ..grading.core import Mismatch, exercise, expect_close, expect_shape, seeded
 from ..vae import HVAE, MLPDecoder, MLPEncoder, log_normal_diag, mnist_hvae
 
 LOG_2PI = math.log(2 * math.pi)
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ------------------------------------------------------------------ references
@@ -92,7 +88,7 @@ def _mnist_hvae(seed: int) -> HVAE:
 
 def _digits(n: int, seed: int) -> torch.Tensor:
     """n random binary 28x28 'images' (B, 1, 28, 28): inputs the notebook does not show."""
-    return torch.bernoulli(torch.full((n, 1, 28, 28), 0.2), generator=_gen(seed))
+    return torch.bernoulli(torch.full((n, 1, 28, 28), 0.2), generator=seeded(seed))
 
 
 # ------------------------------------------------------------ Markov log joint
@@ -100,7 +96,7 @@ JOINT = exercise("03.markov_log_joint", "The log joint of a Markovian HVAE (Luo 
 
 
 def _chain(B: int, dims: Sequence[int], seed: int, lead: tuple[int, ...] = ()):
-    g = _gen(seed)
+    g = seeded(seed)
     log_px = -10 * torch.rand(*lead, B, generator=g)
     zs = [torch.randn(*lead, B, d, generator=g) for d in dims]
     means = [torch.randn(*lead, B, d, generator=g) for d in dims[:-1]]
@@ -166,7 +162,7 @@ NEG_ELBO = exercise("03.hvae_neg_elbo", "The two-level negative ELBO (Luo Eq. 29
 
 
 def _noise(model: HVAE, B: int, seed: int):
-    g = _gen(seed)
+    g = seeded(seed)
     return torch.randn(B, model.z1_dim, generator=g), torch.randn(B, model.z2_dim, generator=g)
 
 
@@ -219,7 +215,7 @@ def _elbo_value(fn):
 @NEG_ELBO.case("batching", "works for (B, 2) points with a Gaussian likelihood too")
 def _elbo_points(fn):
     model = _toy_hvae(23)
-    x = torch.randn(9, 2, generator=_gen(23))
+    x = torch.randn(9, 2, generator=seeded(23))
     out, ref = _run(fn, model, x, seed=23)
     for name, o, r in zip(NAMES, out, ref):
         expect_close(o, r, f"{name} on (9, 2) points", atol=1e-4)
@@ -242,7 +238,7 @@ KL_TOP = exercise("03.kl_top", "The top level's KL per dimension, averaged over 
 
 
 def _kl_inputs(model: HVAE, x: torch.Tensor, K: int, seed: int) -> torch.Tensor:
-    return torch.randn(K, len(x), model.z1_dim, generator=_gen(seed))
+    return torch.randn(K, len(x), model.z1_dim, generator=seeded(seed))
 
 
 @KL_TOP.case("shape", "(K, B, z1_dim) noise gives one KL per example and top dimension, (B, z2_dim)")
@@ -275,7 +271,7 @@ def _klt_value(fn):
 @KL_TOP.case("batching", "works for a (B, 2)-data HVAE and K = 1")
 def _klt_points(fn):
     model = _toy_hvae(33)
-    x = torch.randn(7, 2, generator=_gen(33))
+    x = torch.randn(7, 2, generator=seeded(33))
     eps1 = _kl_inputs(model, x, 1, 33)
     with torch.no_grad():
         expect_close(fn(model, x, eps1), reference_kl_top(model, x, eps1), "kl_top per dim, K = 1")
@@ -285,7 +281,7 @@ def _klt_points(fn):
 def _klt_property(fn):
     model, x = _mnist_hvae(34), _digits(3, 34)
     K = 2000
-    g = _gen(34)
+    g = seeded(34)
     with torch.no_grad():
         out = fn(model, x, torch.randn(K, 3, model.z1_dim, generator=g)).sum(-1)
         x_rep = x.repeat(200, 1, 1, 1)                                     # (600, 1, 28, 28)

@@ -5,15 +5,11 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from ..gaussians import gaussian_kl, mc_estimate, reparameterize
-from ..grading.core import Mismatch, exercise, expect_close, expect_shape
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from ..grading.core import Mismatch, exercise, expect_close, expect_shape, seeded
 
 
 def _diag_params(*shape: int, seed: int):
-    g = _gen(seed)
+    g = seeded(seed)
     mu_q, mu_p = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
     lv_q, lv_p = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
     return mu_q, lv_q, mu_p, lv_p
@@ -77,7 +73,7 @@ def _rep_gradient(fn):
 @REPARAM.case("distribution", "with eps ~ N(0, I), z has mean mu and standard deviation sigma")
 def _rep_distribution(fn):
     mu, lv = torch.tensor([1.5, -2.0]), torch.tensor([0.0, -1.0])
-    eps = torch.randn(200_000, 2, generator=_gen(7))
+    eps = torch.randn(200_000, 2, generator=seeded(7))
     z = fn(mu.expand(200_000, 2), lv.expand(200_000, 2), eps)
     expect_close(z.mean(0), mu, "mean of z", atol=0.02, rtol=0)
     expect_close(z.std(0), (0.5 * lv).exp(), "standard deviation of z", atol=0.02, rtol=0)
@@ -89,7 +85,7 @@ MC = exercise("00.mc_estimate", "Monte Carlo estimate with its standard error")
 
 @MC.case("value", "estimate = mean of f over the samples", points=2)
 def _mc_value(fn):
-    x = torch.randn(1000, generator=_gen(8))
+    x = torch.randn(1000, generator=seeded(8))
     f = lambda v: v.pow(2) / 2  # noqa: E731
     est, _ = fn(f, x)
     expect_close(est, f(x).mean(), "estimate of E[X^2 / 2]")
@@ -97,14 +93,14 @@ def _mc_value(fn):
 
 @MC.case("standard error", "standard error = sample std (ddof = 1) / sqrt(M)")
 def _mc_stderr(fn):
-    x = torch.rand(37, generator=_gen(9))
+    x = torch.rand(37, generator=seeded(9))
     _, se = fn(torch.exp, x)
     expect_close(se, mc_estimate(torch.exp, x)[1], "standard error")
 
 
 @MC.case("batching", "f with K outputs per sample, (M, K), gives K estimates and K errors")
 def _mc_batching(fn):
-    x = torch.randn(500, 3, generator=_gen(10))
+    x = torch.randn(500, 3, generator=seeded(10))
     est, se = fn(lambda v: v * torch.tensor([1.0, 2.0, 3.0]), x)
     ref_est, ref_se = mc_estimate(lambda v: v * torch.tensor([1.0, 2.0, 3.0]), x)
     expect_close(est, ref_est, "estimates")

@@ -11,19 +11,15 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from ..gaussians import gaussian_kl, reparameterize
-from ..grading.core import Mismatch, exercise, expect_close, expect_shape, expect_tensor
+from ..grading.core import Mismatch, exercise, expect_close, expect_shape, expect_tensor, seeded
 from ..vae import log_likelihood
 
 F64 = torch.float64
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def _encoder_output(B: int, D: int, seed: int, dtype=torch.float32):
     """A made-up encoder output: means (B, D) and log-variances (B, D) in a plausible range."""
-    g = _gen(seed)
+    g = seeded(seed)
     return torch.randn(B, D, generator=g, dtype=dtype), torch.randn(B, D, generator=g, dtype=dtype) - 1.0
 
 
@@ -78,7 +74,7 @@ def _kl_value(fn):
 
 @KL.case("batching", "any leading batch shape: (4, 3, 2) -> (4, 3)")
 def _kl_batching(fn):
-    g = _gen(3)
+    g = seeded(3)
     mu, logvar = torch.randn(4, 3, 2, generator=g), torch.randn(4, 3, 2, generator=g)
     expect_close(fn(mu, logvar), reference_kl_standard_normal(mu, logvar), "KL on a (4, 3, 2) batch")
 
@@ -98,7 +94,7 @@ NEG_ELBO = exercise("02.neg_elbo", "The negative ELBO per example, Bernoulli or 
 
 
 def _elbo_inputs(x_shape, D: int, seed: int, binary: bool = True, dtype=torch.float32):
-    g = _gen(seed)
+    g = seeded(seed)
     x = torch.rand(*x_shape, generator=g, dtype=dtype)
     if binary:
         x = (x > 0.6).to(dtype)
@@ -179,16 +175,16 @@ SAMPLE = exercise("02.reparameterize", "K reparameterised latents per example: (
 @SAMPLE.case("shape", "mu, logvar (B, D) and K give z of shape (B, K, D)")
 def _s_shape(fn):
     mu, logvar = _encoder_output(3, 4, seed=21)
-    expect_shape(fn(mu, logvar, 5, _gen(0)), (3, 5, 4), "z for B = 3, K = 5, D = 4")
-    expect_shape(fn(mu[:1, :1], logvar[:1, :1], 1, _gen(0)), (1, 1, 1), "z for B = K = D = 1")
+    expect_shape(fn(mu, logvar, 5, seeded(0)), (3, 5, 4), "z for B = 3, K = 5, D = 4")
+    expect_shape(fn(mu[:1, :1], logvar[:1, :1], 1, seeded(0)), (1, 1, 1), "z for B = K = D = 1")
 
 
 @SAMPLE.case("value", "z = mu + exp(logvar / 2) * eps: the same noise moves with mu and logvar", points=2)
 def _s_value(fn):
     mu1, lv1 = _encoder_output(4, 3, seed=22, dtype=F64)
     mu2, lv2 = _encoder_output(4, 3, seed=23, dtype=F64)
-    z1 = expect_shape(fn(mu1, lv1, 6, _gen(5)), (4, 6, 3), "z")
-    z2 = expect_shape(fn(mu2, lv2, 6, _gen(5)), (4, 6, 3), "z")
+    z1 = expect_shape(fn(mu1, lv1, 6, seeded(5)), (4, 6, 3), "z")
+    z2 = expect_shape(fn(mu2, lv2, 6, seeded(5)), (4, 6, 3), "z")
     eps = (z1 - mu1[:, None]) / (0.5 * lv1[:, None]).exp()          # the noise the first call used
     if torch.allclose(z2 - mu2[:, None], (lv2[:, None].exp() / lv1[:, None].exp()) * (z1 - mu1[:, None])):
         raise Mismatch("the noise is scaled by exp(logvar), the variance; scale it by the standard "
@@ -203,7 +199,7 @@ def _s_distribution(fn):
     mu = torch.tensor([[2.0, -1.0], [0.0, 0.5]])
     logvar = torch.tensor([[0.0, -2.0], [1.0, 0.0]])
     K = 40_000
-    z = expect_shape(fn(mu, logvar, K, _gen(6)), (2, K, 2), "z")
+    z = expect_shape(fn(mu, logvar, K, seeded(6)), (2, K, 2), "z")
     if torch.allclose(z[:, 0], z[:, 1]):
         raise Mismatch("the K samples of an example are identical: draw noise of shape (B, K, D), "
                        "not (B, D) broadcast over K")
@@ -220,7 +216,7 @@ def _s_gradient(fn):
     mu, logvar = _encoder_output(3, 2, seed=24)
     mu.requires_grad_(True)
     logvar.requires_grad_(True)
-    z = expect_tensor(fn(mu, logvar, 4, _gen(7)), "z")
+    z = expect_tensor(fn(mu, logvar, 4, seeded(7)), "z")
     if not z.requires_grad:
         raise Mismatch("z carries no gradient: build it from mu and logvar with torch operations")
     d_mu, d_lv = torch.autograd.grad(z.sum(), (mu, logvar), allow_unused=True)
