@@ -213,3 +213,46 @@ def exact_log_likelihood(x: torch.Tensor, mixture) -> float:
     """
     _check_samples(x, mixture)
     return mixture.log_prob(x).mean().item()
+
+
+# ---------------------------------------------------------------- the 2-D quality bar
+@dataclass(frozen=True)
+class SampleQuality:
+    """Samples of a 2-D model judged against the true mixture (see `sample_quality`)."""
+
+    coverage: ModeCoverage
+    sw: float          # mean sliced Wasserstein distance from x to fresh data sets of its size
+    sw_floor: float    # mean distance between two fresh data sets of that size
+
+    @property
+    def sw_ratio(self) -> float:
+        """SW / floor: about 1 for samples as good as fresh data."""
+        return self.sw / self.sw_floor
+
+    def passes(self, max_weight_error: float = 1.5, max_sw_ratio: float = 1.5) -> bool:
+        """The course's quality bar: every mode weight within `max_weight_error` percentage
+        points and SW at most `max_sw_ratio` times the data-vs-data floor."""
+        return (self.coverage.max_weight_error <= max_weight_error
+                and self.sw_ratio <= max_sw_ratio)
+
+    def __str__(self) -> str:
+        return f"{self.coverage}, SW {self.sw_ratio:.2f}x the data floor"
+
+
+@torch.no_grad()
+def sample_quality(x: torch.Tensor, mixture, repeats: int = 8,
+                   generator: torch.Generator | None = None) -> SampleQuality:
+    """Mode coverage of x, and its sliced Wasserstein distance to fresh data beside the floor.
+
+    One SW between two finite samples is noisy (on the 8-Gaussian ring, 10k points, a single
+    ratio to a single floor swings by +-30%), so both numbers are means over `repeats` fresh
+    data sets of len(x) points: SW = mean_r SW(x, y_r), floor = mean_r SW(y_r, y'_r).
+    """
+    _check_samples(x, mixture)
+    check_positive_int("repeats", repeats)
+    generator = torch.Generator().manual_seed(0) if generator is None else generator
+    n = len(x)
+    fresh = [mixture.sample(n, generator=generator).to(x) for _ in range(2 * repeats)]
+    sw = sum(sliced_wasserstein(x, y) for y in fresh[:repeats]) / repeats
+    floor = sum(sliced_wasserstein(a, b) for a, b in zip(fresh[:repeats], fresh[repeats:])) / repeats
+    return SampleQuality(coverage=mode_coverage(x, mixture), sw=sw, sw_floor=floor)

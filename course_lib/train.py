@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_positive_int
+from ._checks import check_in_range, check_positive_int
 from .device import get_device
 from .paths import data_dir
 
@@ -65,6 +65,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor], d
         steps: int, batch_size: int, lr: float = 1e-3, weight_decay: float = 0.0,
         lr_schedule: str = "cosine", grad_clip: float | None = 1.0, amp: bool = False,
         device: str | torch.device | None = None, generator: torch.Generator | None = None,
+        ema: torch.optim.swa_utils.AveragedModel | None = None,
         desc: str = "training", progress: bool = True) -> list[float]:
     """Minimise ``loss_fn(model, batch)`` with AdamW for `steps` steps; return the loss per step.
 
@@ -73,6 +74,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor], d
             returning a fresh batch (2-D toys sample new points every step).
         lr_schedule: ``"cosine"`` (decay to 0, torch's CosineAnnealingLR) or ``"constant"``.
         amp: bfloat16 autocast on CUDA (ignored elsewhere).
+        ema: an exponential moving average of the weights, ``AveragedModel(model,
+            multi_avg_fn=get_ema_multi_avg_fn(decay))`` from `torch.optim.swa_utils`, updated
+            after every step (see `ema_model`); sample from ``ema.module``.
     """
     check_positive_int("steps", steps)
     check_positive_int("batch_size", batch_size)
@@ -97,14 +101,32 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor], d
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update_parameters(model)
         losses[step] = loss.detach()
         if progress and (step % 100 == 0 or step == steps - 1):
             bar.set_postfix(loss=f"{losses[max(0, step - 99):step + 1].mean().item():.4f}")
     model.eval()
+    if ema is not None:
+        ema.eval()
     history = losses.tolist()
     if any(h != h for h in history):
         raise FloatingPointError(f"{desc}: the loss became NaN; try a smaller lr (was {lr})")
     return history
+
+
+def ema_model(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of `model`'s weights for `fit(..., ema=...)`:
+
+        theta_ema <- decay * theta_ema + (1 - decay) * theta      after every optimiser step
+
+    (torch's `AveragedModel` with `get_ema_multi_avg_fn`; Ho et al. 2020 sample from an EMA with
+    decay 0.9999). It averages over about 1 / (1 - decay) steps, so keep decay well below
+    1 - 1/steps for short runs.
+    """
+    check_in_range("decay", decay, 0.0, 1.0, low_open=False, high_open=True)
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 # --------------------------------------------------------------- checkpoints

@@ -219,3 +219,51 @@ def test_bad_input(mixture):
         mode_coverage(x, mixture, n_std=0.0)
     with pytest.raises(TypeError, match="x"):
         exact_log_likelihood(np.zeros((10, 2)), mixture)
+
+
+# ---------------------------------------------------------------- the 2-D quality bar
+
+
+def test_sample_quality_is_the_mean_of_explicit_sliced_wasserstein_calls():
+    from course_lib.data.mixture import make_mixture
+    from course_lib.metrics import sample_quality
+    mix = make_mixture("eight_unequal")
+    x = mix.sample(500, generator=gen(3))
+    q = sample_quality(x, mix, repeats=3, generator=gen(7))
+    g = gen(7)                                           # replay the fresh data sets it drew
+    fresh = [mix.sample(500, generator=g) for _ in range(6)]
+    sw = np.mean([sliced_wasserstein(x, y) for y in fresh[:3]])
+    floor = np.mean([sliced_wasserstein(a, b) for a, b in zip(fresh[:3], fresh[3:])])
+    assert q.sw == pytest.approx(sw, rel=1e-12)
+    assert q.sw_floor == pytest.approx(floor, rel=1e-12)
+    ref = mode_coverage(x, mix)
+    assert torch.equal(q.coverage.weights, ref.weights)
+    assert q.coverage.max_weight_error == ref.max_weight_error
+
+
+def test_sample_quality_passes_fresh_data_and_fails_distorted_samples():
+    from course_lib.data.mixture import make_mixture
+    from course_lib.metrics import sample_quality
+    mix = make_mixture("eight_unequal")
+    x, k = mix.sample(8000, generator=gen(4), return_labels=True)
+    good = sample_quality(x, mix)
+    assert 0.7 < good.sw_ratio < 1.4 and good.passes(), str(good)
+    # three times the spread of every mode: SW sees it, mode weights do not
+    wide = mix.means[k] + 3.0 * (x - mix.means[k])
+    q = sample_quality(wide, mix)
+    assert q.sw_ratio > 1.5 and not q.passes(), str(q)
+    # the heaviest mode loses half its points: mode weights see it
+    drop = (k == 7) & (torch.arange(len(k)) % 2 == 0)
+    q = sample_quality(x[~drop], mix)
+    assert q.coverage.max_weight_error > 5 and not q.passes(), str(q)
+    assert "SW" in str(q) and "pp" in str(q)
+
+
+def test_sample_quality_rejects_bad_arguments():
+    from course_lib.data.mixture import make_mixture
+    from course_lib.metrics import sample_quality
+    mix = make_mixture("eight_gaussians")
+    with pytest.raises(ValueError, match="repeats"):
+        sample_quality(mix.sample(10), mix, repeats=0)
+    with pytest.raises(ValueError, match="x"):
+        sample_quality(torch.zeros(10, 3), mix)
