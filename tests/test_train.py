@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib.train import (checkpoint_path, config_key, fit, load_checkpoint, load_or_train,
-                              save_checkpoint)
+from course_lib.train import (checkpoint_path, config_key, ema_model, fit, load_checkpoint,
+                              load_or_train, save_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,39 @@ def test_fit_accepts_a_sampler_callable():
     history = fit(build(Config()), regression_loss, sample, steps=50, batch_size=32,
                   progress=False, lr_schedule="constant")
     assert len(history) == 50
+
+
+class RecordingModel(nn.Module):
+    """A linear model that records its weights after every optimiser step (via the loss call)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(1, 1)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append([p.detach().clone() for p in self.parameters()])
+        return self.lin(x)
+
+
+def test_fit_ema_follows_the_exponential_moving_average_recursion():
+    decay, steps = 0.9, 6
+    model = RecordingModel()
+    ema = ema_model(model, decay)
+    fit(model, regression_loss, data(), steps=steps, batch_size=16, lr=0.1, progress=False, ema=ema)
+    # weights after step k = weights seen at the start of step k + 1 (and the final weights)
+    after = model.seen[1:] + [[p.detach().clone() for p in model.parameters()]]
+    expected = [p.clone() for p in after[0]]                  # the first update copies the weights
+    for weights in after[1:]:
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights)]
+    for e, p in zip(expected, ema.module.parameters()):
+        torch.testing.assert_close(p.detach(), e)
+    assert not ema.training
+
+
+def test_ema_model_rejects_a_bad_decay():
+    with pytest.raises(ValueError, match="decay"):
+        ema_model(build(Config()), 1.0)
 
 
 def test_fit_rejects_bad_arguments():
