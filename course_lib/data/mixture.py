@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from .._checks import check_choice, check_positive_int, check_tensor
+from .._checks import check_choice, check_in_range, check_positive_int, check_tensor
 
 
 class GaussianMixture:
@@ -136,6 +136,19 @@ class GaussianMixture:
         gain = a.sqrt().unsqueeze(-1) * self.covs @ torch.linalg.inv(cov_t)  # (B, K, D, D)
         x0_k = self.means + _matvec(gain, xt.unsqueeze(1) - mean_t)       # (N, K, D)
         return (r.unsqueeze(-1) * x0_k).sum(1)                            # (N, D)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """grad_x log p(x), shape (N, D): the data score (`marginal_score` at alpha-bar = 1)."""
+        return self.marginal_score(x, 1.0)
+
+    def convolved(self, sigma: float) -> "GaussianMixture":
+        """The law of x + sigma z, z ~ N(0, I): the same means, covariances S_k + sigma^2 I.
+
+        The noise of score matching with noise-conditional networks (Song & Ermon 2019), which
+        adds noise without shrinking x; `noised` is the variance-preserving version."""
+        check_in_range("sigma", sigma, 0.0, math.inf, high_open=True)
+        eye = torch.eye(self.dim, dtype=self.covs.dtype, device=self.covs.device)
+        return GaussianMixture(self.weights, self.means, self.covs + float(sigma) ** 2 * eye)
 
     def noised(self, alpha_bar_t: float) -> "GaussianMixture":
         """q_t itself as a GaussianMixture (alpha_bar_t a single float in (0, 1])."""
