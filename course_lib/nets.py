@@ -157,22 +157,25 @@ class MLP(nn.Module):
         num_classes: if set, labels y in 0..num_classes-1 condition the net. The class table has
             num_classes + 1 rows; the last is the null token used where y is None or y == -1
             (condition dropout for classifier-free guidance).
+        out_dim: size of the output (default dim; e.g. the number of classes for a noise-aware
+            classifier p(y | x_t, t) whose logits are the output).
 
     `forward(x, t, y=None)`: x (B, dim); t (B,) or a number / 0-d tensor broadcast to the batch,
     passed to the sinusoidal embedding unscaled (scale continuous t in [0, 1] by about 1000);
-    y (B,) long or None. Returns (B, dim).
+    y (B,) long or None. Returns (B, out_dim).
     """
 
     def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, emb_dim: int = 64,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, out_dim: int | None = None):
         super().__init__()
-        for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth)):
+        out_dim = dim if out_dim is None else out_dim
+        for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth), ("out_dim", out_dim)):
             check_positive_int(name, value)
         self.dim, self.hidden, self.depth, self.num_classes = dim, hidden, depth, num_classes
         self.cond = ConditionEmbedding(emb_dim, hidden, num_classes)
         widths = [dim] + [hidden] * depth
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
-        self.out = nn.Linear(hidden, dim)
+        self.out = nn.Linear(hidden, out_dim)
 
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
         check_tensor("x", x, ndim=2, last_dim=self.dim, floating=True)
@@ -181,7 +184,7 @@ class MLP(nn.Module):
         h = x                                                       # (B, dim)
         for layer in self.layers:
             h = F.silu(layer(h) + c)                                # (B, hidden)
-        return self.out(h)                                          # (B, dim)
+        return self.out(h)                                          # (B, out_dim)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,6 +353,62 @@ class UNet(nn.Module):
             if i < len(self.upsample):
                 h = self.upsample[i](h)
         return self.conv_out(F.silu(self.norm_out(h)))         # (B, C, 28, 28)
+
+
+class ConvClassifier(nn.Module):
+    """A small CNN for (B, C, 28, 28) images: logits of p(y | x) or, time-conditioned, of the
+    noise-aware p(y | x_t, t) used by classifier guidance (Dhariwal & Nichol 2021, Sec. 4).
+
+        28 -> [conv3x3, GN, SiLU (+ c(t))] x2 -> pool 14 -> same with 2x channels -> pool 7
+           -> global average -> Linear(hidden) -> SiLU -> Linear(num_classes)
+
+    `features(x, t)` returns the (B, hidden) penultimate activations (for Frechet distances).
+
+    Args:
+        in_channels, num_classes: image channels and number of classes.
+        channels: channels at 28x28 (doubled at 14x14).
+        hidden: width of the penultimate layer.
+        time_conditioned: add c(t) (`ConditionEmbedding`) after every convolution.
+        dropout: dropout before the last layer.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, channels: int = 32,
+                 hidden: int = 128, time_conditioned: bool = False, emb_dim: int = 64,
+                 dropout: float = 0.0):
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
+                            ("channels", channels), ("hidden", hidden)):
+            check_positive_int(name, value)
+        check_in_range("dropout", dropout, 0.0, 1.0, high_open=True)
+        widths = [in_channels, channels, channels, 2 * channels, 2 * channels]
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(widths[:-1], widths[1:]))
+        self.norms = nn.ModuleList(_group_norm(b) for b in widths[1:])
+        self.cond = (nn.ModuleList(nn.Linear(emb_dim, b) for b in widths[1:]) if time_conditioned
+                     else None)
+        self.time = ConditionEmbedding(emb_dim, emb_dim) if time_conditioned else None
+        self.fc = nn.Linear(2 * channels, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def features(self, x: torch.Tensor, t=None) -> torch.Tensor:
+        check_tensor("x", x, ndim=4, floating=True)
+        c = None
+        if self.time is not None:
+            if t is None:
+                raise ValueError("this classifier is time-conditioned: pass t")
+            c = F.silu(self.time(_time_vector(t, x.shape[0], x.device), None))   # (B, emb)
+        h = x
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            h = conv(h)
+            if c is not None:
+                h = h + self.cond[i](c)[:, :, None, None]
+            h = F.silu(norm(h))
+            if i in (1, 3):
+                h = F.avg_pool2d(h, 2)                               # 28 -> 14 -> 7
+        return F.silu(self.fc(h.mean(dim=(2, 3))))                   # (B, hidden)
+
+    def forward(self, x: torch.Tensor, t=None) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x, t)))          # (B, num_classes)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

@@ -21,6 +21,7 @@ from torch import nn
 from ._checks import check_choice, check_in_range, check_positive_int
 from .data.mixture import MIXTURES, make_mixture
 from .data.mnist import load_mnist, mnist_source
+from .guidance import drop_labels
 from .diffusion import PARAMETERISATIONS, WEIGHTINGS, diffusion_loss, eps_fn_from_model
 from .nets import MLP, UNet
 from .profiles import Profile, get_profile
@@ -66,8 +67,7 @@ def _train(model: nn.Module, cfg, data, schedule: Schedule, device, progress: bo
         if isinstance(batch, (tuple, list)):
             x0, y = batch
             if p_uncond > 0:
-                drop = torch.rand(y.shape, device=y.device) < p_uncond
-                y = torch.where(drop, torch.full_like(y, -1), y)
+                y = drop_labels(y, p_uncond)
         else:
             x0, y = batch, None
         return diffusion_loss(m, x0, schedule, cfg.parameterisation, cfg.weighting, y=y)
