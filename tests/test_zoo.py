@@ -88,3 +88,22 @@ def test_condition_dropout_replaces_labels_by_the_null_label(p_uncond, one_threa
     null = (labels == -1).float().mean().item()
     assert null == 0.0 if p_uncond == 0 else abs(null - p_uncond) < 0.05
     assert set(labels.unique().tolist()) <= {-1, 0, 1, 2}
+
+
+def test_mnist_classifier_trains_and_classifies(one_thread):
+    from course_lib.data.mnist import load_mnist
+    cfg = zoo.classifier_config("smoke", steps=200, batch_size=64, channels=8, lr=5e-3)
+    clf = zoo.mnist_classifier(cfg, progress=False)
+    x, y = load_mnist("test", scale="pm1")
+    with torch.no_grad():
+        acc = (clf(x[:300]).argmax(1) == y[:300]).double().mean().item()
+    assert acc > 0.6, acc                       # 200 tiny steps: far above chance (0.1)
+    assert not clf.training
+
+
+def test_noise_aware_classifier_is_time_conditioned(one_thread):
+    from course_lib.nets import ConvClassifier
+    cfg = zoo.classifier_config("smoke", noise_aware=True, steps=5, batch_size=8, channels=8)
+    clf = zoo.mnist_classifier(cfg, progress=False)
+    assert isinstance(clf, ConvClassifier) and clf.time is not None
+    assert clf(torch.zeros(2, 1, 28, 28), torch.tensor([1.0, 500.0])).shape == (2, 10)
