@@ -64,7 +64,7 @@ def log_snr_and_slope(log_snr_fn: LogSNR, t: torch.Tensor, create_graph: bool = 
         t = t.detach().requires_grad_(True)
         lam = log_snr_fn(t)
         (slope,) = torch.autograd.grad(lam.sum(), t, create_graph=create_graph)
-    return lam, slope
+    return (lam, slope) if create_graph else (lam.detach(), slope)
 
 
 class MonotoneLogSNR(nn.Module):
