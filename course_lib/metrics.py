@@ -241,18 +241,23 @@ class SampleQuality:
 
 @torch.no_grad()
 def sample_quality(x: torch.Tensor, mixture, repeats: int = 8,
-                   generator: torch.Generator | None = None) -> SampleQuality:
+                   generator: torch.Generator | None = None,
+                   sw_floor: float | None = None) -> SampleQuality:
     """Mode coverage of x, and its sliced Wasserstein distance to fresh data beside the floor.
 
     One SW between two finite samples is noisy (on the 8-Gaussian ring, 10k points, a single
     ratio to a single floor swings by +-30%), so both numbers are means over `repeats` fresh
     data sets of len(x) points: SW = mean_r SW(x, y_r), floor = mean_r SW(y_r, y'_r).
+    Pass `sw_floor` (a previous result's `.sw_floor` for the same mixture and len(x)) to skip
+    recomputing it when judging several samplers.
     """
     _check_samples(x, mixture)
     check_positive_int("repeats", repeats)
     generator = torch.Generator().manual_seed(0) if generator is None else generator
     n = len(x)
-    fresh = [mixture.sample(n, generator=generator).to(x) for _ in range(2 * repeats)]
-    sw = sum(sliced_wasserstein(x, y) for y in fresh[:repeats]) / repeats
-    floor = sum(sliced_wasserstein(a, b) for a, b in zip(fresh[:repeats], fresh[repeats:])) / repeats
-    return SampleQuality(coverage=mode_coverage(x, mixture), sw=sw, sw_floor=floor)
+    fresh = [mixture.sample(n, generator=generator).to(x) for _ in range(repeats)]
+    sw = sum(sliced_wasserstein(x, y) for y in fresh) / repeats
+    if sw_floor is None:
+        other = [mixture.sample(n, generator=generator).to(x) for _ in range(repeats)]
+        sw_floor = sum(sliced_wasserstein(a, b) for a, b in zip(fresh, other)) / repeats
+    return SampleQuality(coverage=mode_coverage(x, mixture), sw=sw, sw_floor=float(sw_floor))

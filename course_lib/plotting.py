@@ -150,11 +150,12 @@ def _tile(x: torch.Tensor, nrow: int) -> torch.Tensor:
 
 
 def image_grid(x: ArrayLike, ax: Axes | None = None, *, nrow: int | None = None,
-               title: str | None = None) -> Axes:
+               title: str | None = None, value_range: tuple[float, float] | None = None) -> Axes:
     """Show (B, 1, H, W) or (B, H, W) images as one grid, `nrow` images per row.
 
-    Values in [-1, 1] (any value < 0) are mapped to [0, 1] by (x + 1) / 2; then clamped
-    to [0, 1] and drawn in gray, without ticks.
+    `value_range` = (lo, hi) maps [lo, hi] to [0, 1], e.g. (-1, 1) for diffusion samples; if
+    None it is guessed: (-1, 1) when any value is negative, else (0, 1). Then clamped to [0, 1]
+    and drawn in gray, without ticks.
     """
     x = _as_tensor("x", x, ndim=(3, 4))
     if x.ndim == 4 and x.shape[1] != 1:
@@ -163,8 +164,12 @@ def image_grid(x: ArrayLike, ax: Axes | None = None, *, nrow: int | None = None,
     if len(x) == 0:
         raise ValueError("x must hold at least one image, got B = 0")
     nrow = math.ceil(math.sqrt(len(x))) if nrow is None else check_positive_int("nrow", nrow)
-    if x.min() < 0:
-        x = (x + 1) / 2
+    if value_range is None:
+        value_range = (-1.0, 1.0) if x.min() < 0 else (0.0, 1.0)
+    lo, hi = (float(v) for v in value_range)
+    if not hi > lo:
+        raise ValueError(f"value_range must be (lo, hi) with hi > lo, got {value_range}")
+    x = (x - lo) / (hi - lo)
     grid = _tile(x.clamp(0, 1), min(nrow, len(x)))
     h, w = grid.shape
     ax = _axes(ax, figsize=(min(12.0, w / 40 + 0.5), min(12.0, h / 40 + 0.5)))

@@ -236,6 +236,8 @@ def test_sample_quality_is_the_mean_of_explicit_sliced_wasserstein_calls():
     floor = np.mean([sliced_wasserstein(a, b) for a, b in zip(fresh[:3], fresh[3:])])
     assert q.sw == pytest.approx(sw, rel=1e-12)
     assert q.sw_floor == pytest.approx(floor, rel=1e-12)
+    again = sample_quality(x, mix, repeats=3, generator=gen(7), sw_floor=q.sw_floor)
+    assert again.sw == q.sw and again.sw_floor == q.sw_floor
     ref = mode_coverage(x, mix)
     assert torch.equal(q.coverage.weights, ref.weights)
     assert q.coverage.max_weight_error == ref.max_weight_error

@@ -144,6 +144,14 @@ def test_image_grid_keeps_unit_range_and_clamps_numpy_input():
     assert img.max() == 1.0
 
 
+def test_image_grid_explicit_value_range_for_non_negative_minus_one_one_images():
+    x = torch.full((2, 1, 3, 3), 0.5)                    # [-1, 1] images that happen to be >= 0
+    img = plotting.image_grid(x, value_range=(-1, 1)).images[0].get_array()
+    np.testing.assert_allclose(img[:3, :3], 0.75)
+    with pytest.raises(ValueError, match="value_range"):
+        plotting.image_grid(x, value_range=(1, 1))
+
+
 def test_image_grid_rejects_bad_input():
     with pytest.raises(ValueError, match="x must have 1 channel"):
         plotting.image_grid(torch.rand(4, 3, 8, 8))
