@@ -76,7 +76,8 @@ def _train(model: nn.Module, cfg, data, schedule: Schedule, device, progress: bo
     torch.manual_seed(cfg.seed)
     history = fit(model, loss_fn, data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                   device=device, generator=generator, ema=ema, desc=desc, progress=progress,
-                  amp=True)
+                  amp=isinstance(cfg, MNISTDiffusionConfig))   # bf16 on CUDA for images only:
+                                                               # 2-D points need full precision
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
     return history
