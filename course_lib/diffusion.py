@@ -181,6 +181,22 @@ def x0_from_score(xt: torch.Tensor, t, score: torch.Tensor, schedule: Schedule) 
     return (xt + (1 - alpha_bar_t) * score) / alpha_bar_t.sqrt()
 
 
+def clipped_eps(eps_pred: torch.Tensor, xt: torch.Tensor, t, schedule: Schedule,
+                clip_x0: float) -> torch.Tensor:
+    """The eps that predicts x0_pred clipped to [-clip_x0, clip_x0]:
+
+        x0_pred = clamp(`x0_from_eps`(x_t, t, eps_pred), -c, c),   eps = `eps_from_x0`(x_t, t, x0_pred).
+
+    Data known to lie in [-c, c] (images scaled to [-1, 1]) lets a sampler discard the part of a
+    prediction that points outside it. At large t, where x0_pred divides by a tiny sqrt(alpha-bar_t),
+    this removes most of the early steps' error (``clip_denoised`` in Ho et al. 2020's code,
+    ``clip_sample`` in diffusers). Not for unbounded data such as the 2-D mixtures.
+    """
+    check_in_range("clip_x0", clip_x0, 0, math.inf, low_open=True, high_open=True)
+    x0_pred = x0_from_eps(xt, t, eps_pred, schedule).clamp(-clip_x0, clip_x0)
+    return eps_from_x0(xt, t, x0_pred, schedule)
+
+
 def eps_fn_from_model(model: nn.Module | Callable, schedule: Schedule, parameterisation: str = "eps",
                       y: torch.Tensor | None = None) -> EpsFn:
     """eps_fn(x_t, t) -> eps_pred from a network predicting eps, x_0 or the score.
@@ -443,15 +459,18 @@ def elbo_terms(eps_fn: EpsFn, x0: torch.Tensor, schedule: Schedule, sigma: str =
 
 def ddpm_step(eps_pred: torch.Tensor, xt: torch.Tensor, t, schedule: Schedule,
               sigma: str = "posterior", noise: torch.Tensor | None = None,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+              generator: torch.Generator | None = None, clip_x0: float | None = None) -> torch.Tensor:
     """One ancestral step x_{t-1} ~ p(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I):
 
         x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha-bar_t) eps_pred) + sigma_t z,
 
     with z ~ N(0, I) (or `noise`), and no noise at t = 1 (Ho et al. 2020, Algorithm 2;
     Strümke & Langseth, Eq. 34 and Algorithm 2; Stratos Sec. 2.4). sigma_t^2 = beta-tilde_t or
-    beta_t (`model_variances`).
+    beta_t (`model_variances`). With `clip_x0` = c, eps_pred is first replaced by `clipped_eps`,
+    so mu_theta is the posterior mean at the clipped x0_pred.
     """
+    if clip_x0 is not None:
+        eps_pred = clipped_eps(eps_pred, xt, t, schedule, clip_x0)
     mean, var = p_mean_variance(eps_pred, xt, t, schedule, sigma)
     t = _steps("t", t, xt, schedule.T)
     z = _randn_like(xt, generator) if noise is None else _check_noise(noise, xt)
@@ -481,19 +500,20 @@ def _progress(iterable, progress: bool, desc: str):
 @torch.no_grad()
 def ddpm_sample(eps_fn: EpsFn, shape: Sequence[int], schedule: Schedule, sigma: str = "posterior",
                 generator: torch.Generator | None = None, device=None, return_trajectory: bool = False,
-                progress: bool = False, xT: torch.Tensor | None = None):
+                progress: bool = False, xT: torch.Tensor | None = None, clip_x0: float | None = None):
     """Ancestral sampling: x_T ~ N(0, I), then `ddpm_step` for t = T, ..., 1 (Ho et al. 2020, Alg. 2).
 
     `shape` is the batch shape (B, ...); x_T float32 on `device` (default: the generator's device,
     else CPU), or pass `xT` itself. Returns x_0, or (x_0, trajectory) with trajectory[t] = x_t,
-    a (T+1, B, ...) tensor on the CPU.
+    a (T+1, B, ...) tensor on the CPU. `clip_x0`: see `clipped_eps` (1.0 for images in [-1, 1]).
     """
     check_choice("sigma", sigma, SIGMAS)
     x = _batch_start(shape, xT, generator, device)
     path = [x.cpu()] if return_trajectory else None
     for t in _progress(range(schedule.T, 0, -1), progress, "DDPM"):
         t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)  # (B,)
-        x = ddpm_step(eps_fn(x, t_batch), x, t_batch, schedule, sigma, generator=generator)
+        x = ddpm_step(eps_fn(x, t_batch), x, t_batch, schedule, sigma, generator=generator,
+                      clip_x0=clip_x0)
         if return_trajectory:
             path.append(x.cpu())
     return (x, torch.stack(path[::-1])) if return_trajectory else x
@@ -527,7 +547,7 @@ def ddim_sigma(schedule: Schedule, t, t_prev, eta: float = 0.0) -> torch.Tensor:
 
 def ddim_step(eps_pred: torch.Tensor, xt: torch.Tensor, t, t_prev, schedule: Schedule,
               eta: float = 0.0, noise: torch.Tensor | None = None,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+              generator: torch.Generator | None = None, clip_x0: float | None = None) -> torch.Tensor:
     """One DDIM step from x_t to x_{t_prev}, t_prev < t (t_prev = 0: the last step, to x_0):
 
         x0_pred  = (x_t - sqrt(1 - alpha-bar_t) eps_pred) / sqrt(alpha-bar_t)          "predicted x_0"
@@ -538,7 +558,9 @@ def ddim_step(eps_pred: torch.Tensor, xt: torch.Tensor, t, t_prev, schedule: Sch
     with sigma_t = `ddim_sigma`(t, t_prev, eta) and alpha-bar_0 = 1 (Song et al. 2021, Eq. 12;
     Stratos Sec. 3.3, Eq. 22; Strümke & Langseth Eq. 37). Symbols vs diffusers' `DDIMScheduler.step`:
     alpha-bar_t = alpha_prod_t, alpha-bar_prev = alpha_prod_t_prev, x0_pred = pred_original_sample.
-    eta > 1 can make 1 - alpha-bar_prev - sigma_t^2 negative; it is clamped at 0.
+    eta > 1 can make 1 - alpha-bar_prev - sigma_t^2 negative; it is clamped at 0. With `clip_x0`
+    = c, eps_pred is first replaced by `clipped_eps`, so x0_pred lies in [-c, c] and the direction
+    term points at it (as diffusers' ``clip_sample``).
     """
     _check_x("xt", xt)
     check_in_range("eta", eta, 0, math.inf, high_open=True)
@@ -546,6 +568,8 @@ def ddim_step(eps_pred: torch.Tensor, xt: torch.Tensor, t, t_prev, schedule: Sch
     t_prev = _steps("t_prev", t_prev, xt, schedule.T - 1, low=0)
     if (t_prev >= t).any():
         raise ValueError("t_prev must be smaller than t for every sample")
+    if clip_x0 is not None:
+        eps_pred = clipped_eps(eps_pred, xt, t, schedule, clip_x0)
     alpha_bar_t = _at(schedule.alpha_bars, t, xt)                  # (B, 1, ..., 1)
     alpha_bar_prev = _at(schedule.alpha_bars, t_prev, xt)
     sigma_t = broadcast(ddim_sigma(schedule, t.to(schedule.alpha_bars.device),
@@ -588,13 +612,14 @@ def ddim_sample(eps_fn: EpsFn, shape: Sequence[int], schedule: Schedule,
                 timesteps: Sequence[int] | torch.Tensor | None = None, n_steps: int | None = None,
                 eta: float = 0.0, generator: torch.Generator | None = None, device=None,
                 return_trajectory: bool = False, progress: bool = False,
-                xT: torch.Tensor | None = None):
+                xT: torch.Tensor | None = None, clip_x0: float | None = None):
     """DDIM sampling along tau_1 < ... < tau_m (any strictly increasing subsequence of 1..T):
 
     x_{tau_m} ~ N(0, I), then `ddim_step` from tau_i to tau_{i-1} for i = m..1, with tau_0 = 0
     (Song et al. 2021, Sec. 4.2; Stratos Sec. 3.3). Give `timesteps`, or `n_steps` for
     `ddim_timesteps`(T, n_steps) (default: min(50, T) steps). Usually tau_m = T.
     Returns x_0, or (x_0, trajectory) with trajectory[i] = x_{tau_i}, i = 0..m, on the CPU.
+    `clip_x0`: see `clipped_eps` (1.0 for images in [-1, 1]).
     """
     check_in_range("eta", eta, 0, math.inf, high_open=True)
     if timesteps is not None and n_steps is not None:
@@ -608,7 +633,7 @@ def ddim_sample(eps_fn: EpsFn, shape: Sequence[int], schedule: Schedule,
     for i in _progress(range(len(taus) - 1, 0, -1), progress, "DDIM"):
         t = torch.full((B,), taus[i], dtype=torch.long, device=x.device)        # (B,)
         t_prev = torch.full((B,), taus[i - 1], dtype=torch.long, device=x.device)
-        x = ddim_step(eps_fn(x, t), x, t, t_prev, schedule, eta, generator=generator)
+        x = ddim_step(eps_fn(x, t), x, t, t_prev, schedule, eta, generator=generator, clip_x0=clip_x0)
         if return_trajectory:
             path.append(x.cpu())
     return (x, torch.stack(path[::-1])) if return_trajectory else x

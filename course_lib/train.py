@@ -53,6 +53,27 @@ def _batch_sampler(data, batch_size: int, device: torch.device,
     return draw
 
 
+def _channels_last(draw: Callable[[], Batch]) -> Callable[[], Batch]:
+    """`draw`, with 4-D tensors of each batch converted to channels-last memory order."""
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
+
+    def draw_cl() -> Batch:
+        batch = draw()
+        return tuple(convert(t) for t in batch) if isinstance(batch, tuple) else convert(batch)
+    return draw_cl
+
+
+def _compiled(model: nn.Module, compile: bool | str) -> nn.Module:
+    """``torch.compile(model)`` (with the backend named by `compile` if it is a string), or the
+    model itself for compile=False. The compiled module shares the model's parameters."""
+    if compile is False:
+        return model
+    if not (compile is True or isinstance(compile, str)):
+        raise TypeError(f"compile must be a bool or a backend name, got {compile!r}")
+    return torch.compile(model) if compile is True else torch.compile(model, backend=compile)
+
+
 def _adamw(model: nn.Module, lr: float, weight_decay: float,
            device: torch.device) -> torch.optim.AdamW:
     """AdamW, with PyTorch's fused kernel on CPU and CUDA (one kernel for all parameters;
@@ -65,8 +86,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor], d
         steps: int, batch_size: int, lr: float = 1e-3, weight_decay: float = 0.0,
         lr_schedule: str = "cosine", grad_clip: float | None = 1.0, amp: bool = False,
         device: str | torch.device | None = None, generator: torch.Generator | None = None,
-        ema: torch.optim.swa_utils.AveragedModel | None = None,
-        desc: str = "training", progress: bool = True) -> list[float]:
+        ema: torch.optim.swa_utils.AveragedModel | None = None, channels_last: bool = False,
+        compile: bool | str = False, desc: str = "training", progress: bool = True) -> list[float]:
     """Minimise ``loss_fn(model, batch)`` with AdamW for `steps` steps; return the loss per step.
 
     Args:
@@ -74,6 +95,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor], d
             returning a fresh batch (2-D toys sample new points every step).
         lr_schedule: ``"cosine"`` (decay to 0, torch's CosineAnnealingLR) or ``"constant"``.
         amp: bfloat16 autocast on CUDA (ignored elsewhere).
+        channels_last: keep the model's weights and every 4-D batch in channels-last memory
+            order (NHWC), which convolution kernels on recent GPUs prefer.
+        compile: run the loss through ``torch.compile(model)`` (True: the default backend;
+            a string names another, e.g. "aot_eager"). The first steps pay the compilation.
         ema: an exponential moving average of the weights, ``AveragedModel(model,
             multi_avg_fn=get_ema_multi_avg_fn(decay))`` from `torch.optim.swa_utils`, updated
             after every step (see `ema_model`); sample from ``ema.module``.
@@ -85,6 +110,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor], d
     device = get_device(device)
     model.to(device).train()
     draw = _batch_sampler(data, batch_size, device, generator)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        draw = _channels_last(draw)
+    step_model = _compiled(model, compile)
     opt = _adamw(model, lr, weight_decay, device)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine"
              else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
@@ -94,7 +123,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor], d
     bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5)
     for step in bar:
         with autocast:
-            loss = loss_fn(model, draw())
+            loss = loss_fn(step_model, draw())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:

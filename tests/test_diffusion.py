@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from course_lib.data.mixture import make_mixture
-from course_lib.diffusion import (ELBOTerms, broadcast, ddim_sample, ddim_sigma, ddim_step, ddim_timesteps,
+from course_lib.diffusion import (ELBOTerms, broadcast, clipped_eps, ddim_sample, ddim_sigma, ddim_step, ddim_timesteps,
                                   ddpm_sample, ddpm_step, diffusion_loss, diffusion_loss_per_example,
                                   elbo_terms, elbo_weights, eps_fn_from_model, eps_fn_from_score_fn,
                                   eps_from_score, eps_from_x0, model_variances, p_mean_variance,
@@ -217,6 +217,30 @@ def test_ddim_eta_zero_is_deterministic():
     e = ddpm_sample(eps_fn, xT.shape, s, generator=gen(1), xT=xT)
     f = ddpm_sample(eps_fn, xT.shape, s, generator=gen(2), xT=xT)
     assert not torch.equal(e, f)
+
+
+def test_clip_x0_is_the_posterior_at_the_clamped_prediction():
+    """DDPM with clip_x0 = c: mean = mu_q(x_t, clamp(x0_pred)) computed independently by Bayes;
+    DDIM's last step (t_prev = 0) returns the clamped x0_pred itself; a huge c changes nothing."""
+    s = linear_schedule(1000)
+    x, eps, z = randn(64, 1, 4, 4, seed=1) * 3, randn(64, 1, 4, 4, seed=2), randn(64, 1, 4, 4, seed=3)
+    for tk in (2, 300, 999):
+        x0_clamped = x0_from_eps(x, tk, eps, s).clamp(-1, 1)
+        assert (x0_from_eps(x, tk, eps, s).abs() > 1).any()           # the clip does something
+        mean_q, var_q = q_posterior_mean_variance(x0_clamped, x, tk, s)
+        expected = mean_q + model_variances(s)[tk].sqrt() * z
+        torch.testing.assert_close(ddpm_step(eps, x, tk, s, noise=z, clip_x0=1.0), expected)
+        torch.testing.assert_close(ddim_step(eps, x, tk, 0, s, clip_x0=1.0), x0_clamped)
+        torch.testing.assert_close(x0_from_eps(x, tk, clipped_eps(eps, x, tk, s, 1.0), s), x0_clamped)
+        torch.testing.assert_close(ddpm_step(eps, x, tk, s, noise=z, clip_x0=1e9),
+                                   ddpm_step(eps, x, tk, s, noise=z))
+    eps_fn = lambda x, t: 5 * torch.tanh(x)                              # noqa: E731  over-shoots
+    xT = randn(8, 1, 4, 4, seed=4, dtype=torch.float32)
+    for out in (ddim_sample(eps_fn, xT.shape, SCHED, n_steps=10, xT=xT, clip_x0=1.0),
+                ddpm_sample(eps_fn, xT.shape, SCHED, generator=gen(0), xT=xT, clip_x0=1.0)):
+        assert out.abs().max() <= 1.5                                    # bounded by the clip
+    with pytest.raises(ValueError, match="clip_x0"):
+        ddim_step(eps, x, 10, 0, s, clip_x0=0.0)
 
 
 def test_ddim_timesteps():

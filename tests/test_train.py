@@ -165,3 +165,47 @@ def test_truncated_checkpoint_is_set_aside_and_retrained(capsys):
 def test_checkpoint_name_is_validated():
     with pytest.raises(ValueError, match="name"):
         checkpoint_path("../evil", Config())
+
+
+# ------------------------------------------------------------------ fast paths
+def conv_build() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.SiLU(), nn.Conv2d(4, 1, 3, padding=1))
+
+
+def image_data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, 8, 8, generator=g)
+    return x, torch.tanh(x)
+
+
+def conv_train(**fast):
+    seen = []
+
+    def loss_fn(m, batch):
+        seen.append(batch[0])
+        return (m(batch[0]) - batch[1]).pow(2).mean()
+    model = conv_build()
+    history = fit(model, loss_fn, image_data(), steps=20, batch_size=16, lr=1e-2, progress=False,
+                  generator=torch.Generator().manual_seed(1), **fast)
+    return model, history, seen
+
+
+def test_fit_channels_last_gives_the_same_losses_in_nhwc_order():
+    ref_model, ref, _ = conv_train()
+    model, history, seen = conv_train(channels_last=True)
+    assert all(b.is_contiguous(memory_format=torch.channels_last) for b in seen)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(torch.tensor(history), torch.tensor(ref), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model[0].weight, ref_model[0].weight, rtol=1e-4, atol=1e-5)
+
+
+def test_fit_compile_gives_the_same_losses_and_trains_the_model_itself():
+    """torch.compile with the "aot_eager" backend (graph capture without a C++ compiler)."""
+    torch._dynamo.reset()
+    ref_model, ref, _ = conv_train()
+    model, history, _ = conv_train(compile="aot_eager")
+    torch.testing.assert_close(torch.tensor(history), torch.tensor(ref), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model[0].weight, ref_model[0].weight, rtol=1e-4, atol=1e-5)
+    with pytest.raises(TypeError, match="compile"):
+        conv_train(compile=1)

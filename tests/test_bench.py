@@ -1,0 +1,94 @@
+"""The benchmark suite (`python -m bench`): every benchmark runs in the smoke profile and writes
+its JSON; the pieces that decide its figures are checked on their own."""
+import json
+
+import pytest
+import torch
+
+from bench import __main__ as cli
+from bench import common, toy
+from course_lib import zoo
+from course_lib.profiles import get_profile
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(autouse=True)
+def tmp_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("COURSE_OFFLINE", "1")
+    return tmp_path
+
+
+def test_every_benchmark_runs_in_smoke_and_writes_its_json(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert cli.main(["toy", "vae", "mnist", "throughput", "--profile", "smoke", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert set(results) == {"toy-smoke", "vae-smoke", "mnist-smoke", "throughput-smoke"}
+    for payload in results.values():
+        assert payload["profile"] == "smoke" and payload["wall_s"] > 0
+        assert payload["machine"]["torch"] == torch.__version__
+    t = results["toy-smoke"]["result"]
+    assert [r["steps"] for r in t["runs"] if r["loop"] == "course"] == list(toy.ladder(get_profile("smoke")))
+    assert all(r["train_s"] > 0 and 0 <= r["max_weight_error_pp"] <= 100 for r in t["runs"])
+    v = results["vae-smoke"]["result"]
+    assert v["train_s"] > 0 and v["test_nll"] > 0 and v["test_neg_elbo"] > 0
+    m = results["mnist-smoke"]["result"]
+    assert m["fd_floor"] >= 0 and all(r["fd"] >= 0 and sum(r["histogram"]) == m["n"] for r in m["runs"])
+    th = results["throughput-smoke"]["result"]
+    assert all(r["images_per_s"] > 0 for r in th["runs"]) and th["runs"][0]["speedup"] == 1
+    assert "time to quality, course" in printed and "images/s" in printed
+
+
+def test_time_to_quality_is_the_shortest_passing_run():
+    rows = [dict(steps=3000, train_s=9.0, passes=True), dict(steps=1000, train_s=3.0, passes=False),
+            dict(steps=2000, train_s=6.0, passes=True)]
+    assert toy._time_to_quality(rows) == 6.0
+    assert toy._time_to_quality([dict(steps=1, train_s=1.0, passes=False)]) is None
+
+
+def test_unknown_benchmark_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["tyo"])
+    assert exit_info.value.code == 2 and "unknown benchmark 'tyo'" in capsys.readouterr().err
+
+
+def test_timer_and_table():
+    with common.timer(torch.device("cpu")) as seconds:
+        sum(range(10_000))
+    assert seconds() > 0 and seconds() == seconds()          # frozen after the block
+    text = common.table("title", ["a", "bb"], [(1.5, None), ("x", 123456.0)])
+    assert text.splitlines()[0] == "title" and "1.50" in text and "1.23e+05" in text and "-" in text
+
+
+def test_write_json_is_atomic_and_readable(tmp_path):
+    path = common.write_json("x", {"a": torch.tensor([1.0, 2.0])}, tmp_path)
+    assert json.loads(path.read_text()) == {"a": [1.0, 2.0]}
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_baseline_trains_the_same_network_with_diffusers():
+    """The tutorial-style baseline (needs the optional diffusers package): it learns, and its
+    scheduler's noising and sampling step agree with the course's q_sample and DDPM step."""
+    pytest.importorskip("diffusers")
+    from diffusers import DDPMScheduler
+    from course_lib import diffusion
+    from course_lib.schedules import linear_schedule
+
+    s, sched = linear_schedule(1000), DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
+    g = torch.Generator().manual_seed(0)
+    x0, eps, z = (torch.randn(6, 2, generator=g, dtype=torch.float64) for _ in range(3))
+    t = torch.tensor([1, 2, 10, 300, 999, 1000])
+    torch.testing.assert_close(sched.add_noise(x0, eps, t - 1), diffusion.q_sample(x0, t, s, eps=eps),
+                               rtol=1e-5, atol=1e-5)    # diffusers keeps its schedule in float32
+    sched.set_timesteps(1000)
+    for tk in (1, 2, 500, 1000):                  # diffusers' step index is t - 1
+        xt = diffusion.q_sample(x0, tk, s, eps=eps)
+        z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(tk), dtype=torch.float64)
+        theirs = sched.step(eps, tk - 1, xt, generator=torch.Generator().manual_seed(tk)).prev_sample
+        torch.testing.assert_close(theirs, diffusion.ddpm_step(eps, xt, tk, s, "posterior", noise=z),
+                                   rtol=5e-4, atol=5e-4)    # float32 1 - alpha-bar_t at small t
+    sample, seconds = toy.baseline_run(zoo.toy_config("smoke", steps=30), torch.device("cpu"))
+    x = sample(64, torch.Generator().manual_seed(0))
+    assert seconds > 0 and x.shape == (64, 2) and torch.isfinite(x).all()
