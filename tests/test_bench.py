@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench import __main__ as cli
-from bench import common, toy
+from bench import common, readme, toy
 from course_lib import zoo
 from course_lib.profiles import get_profile
 
@@ -20,10 +20,27 @@ def tmp_data(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_every_benchmark_runs_in_smoke_and_writes_its_json(tmp_path, capsys):
-    out = tmp_path / "results"
-    assert cli.main(["toy", "vae", "mnist", "throughput", "--profile", "smoke", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Every default benchmark run once in the smoke profile: (results folder, printed text)."""
+    import contextlib
+    import io
+    root = tmp_path_factory.mktemp("bench")
+    out, printed = root / "results", io.StringIO()
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setenv("COURSE_DATA", str(root / "data"))
+        mp.setenv("COURSE_OFFLINE", "1")
+        torch.set_num_threads(1)
+        try:
+            assert cli.main(["toy", "vae", "mnist", "throughput", "--profile", "smoke", "--out", str(out)]) == 0
+        finally:
+            torch.set_num_threads(threads)
+    return out, printed.getvalue()
+
+
+def test_every_benchmark_runs_in_smoke_and_writes_its_json(smoke_run):
+    out, printed = smoke_run
     results = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
     assert set(results) == {"toy-smoke", "vae-smoke", "mnist-smoke", "throughput-smoke"}
     for payload in results.values():
@@ -39,6 +56,24 @@ def test_every_benchmark_runs_in_smoke_and_writes_its_json(tmp_path, capsys):
     th = results["throughput-smoke"]["result"]
     assert all(r["images_per_s"] > 0 for r in th["runs"]) and th["runs"][0]["speedup"] == 1
     assert "time to quality, course" in printed and "images/s" in printed
+
+
+def test_readme_section_is_rendered_from_the_json(smoke_run, tmp_path):
+    out, _ = smoke_run
+    found = readme.load(out)
+    section = readme.render(found)
+    vae = found["vae-smoke"]["result"]
+    assert f"{vae['test_nll']:.1f}" in section and "2-D time to quality" in section
+    assert "U-Net training throughput" in section and "Real-vs-real FD floor" in section
+    page = tmp_path / "README.md"
+    page.write_text(f"intro\n{readme.BEGIN}\nold numbers\n{readme.END}\nrest\n")
+    assert readme.main(["--results", str(out), "--readme", str(page)]) == 0
+    text = page.read_text()
+    assert "old numbers" not in text and section in text
+    assert text.startswith("intro\n") and text.endswith(f"{readme.END}\nrest\n")
+    page.write_text("no markers\n")
+    with pytest.raises(ValueError, match="bench:begin"):
+        readme.update(page, section)
 
 
 def test_time_to_quality_is_the_shortest_passing_run():
