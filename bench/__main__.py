@@ -30,6 +30,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="folder for the JSON files (default: bench/results)")
     p.add_argument("--compile", action="store_true", help="throughput: also time torch.compile on the CPU")
     p.add_argument("--notebook", action="append", help="notebooks: only those starting with this (repeatable)")
+    p.add_argument("--save", help="notebooks: write the executed notebooks into this folder")
     p.add_argument("--keep-data", action="store_true",
                    help="notebooks: reuse the course's data folder instead of a fresh one")
     args = p.parse_args(argv)
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             result = module.run(P, device, compile_on_cpu=args.compile)
         else:
             from . import notebooks as module
-            result = module.run(P, only=args.notebook, keep_data=args.keep_data)
+            result = module.run(P, only=args.notebook, keep_data=args.keep_data, save=args.save)
         payload = dict(benchmark=name, profile=P.name, machine=info,
                        wall_s=time.perf_counter() - start, result=result)
         path = common.write_json(f"{name}-{P.name}", payload, args.out)

@@ -8,6 +8,7 @@ Notebooks run in order, so later ones load what earlier ones trained, as for a l
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -20,11 +21,15 @@ from .common import table
 SOLUTIONS = Path(__file__).resolve().parents[1] / "notebooks" / "solutions"
 
 
-def run(P: Profile, only: list[str] | None = None, keep_data: bool = False) -> dict[str, Any]:
+def run(P: Profile, only: list[str] | None = None, keep_data: bool = False,
+        save: str | Path | None = None, folder: str | Path = SOLUTIONS) -> dict[str, Any]:
+    """Execute the solution notebooks (those whose names start with an entry of `only`, or all)
+    in profile `P`; with `save`, write each executed notebook, outputs included, into that folder."""
     import nbformat
     from nbclient import NotebookClient
 
-    paths = sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))
+    folder = Path(folder)
+    paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if only:
         paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
     data = None if keep_data else tempfile.mkdtemp(prefix="course-bench-data-")
@@ -36,17 +41,22 @@ def run(P: Profile, only: list[str] | None = None, keep_data: bool = False) -> d
         for path in paths:
             nb = nbformat.read(path, as_version=4)
             client = NotebookClient(nb, timeout=3600, kernel_name="python3",
-                                    resources={"metadata": {"path": str(SOLUTIONS)}})
+                                    resources={"metadata": {"path": str(folder)}})
             start, error = time.perf_counter(), None
             try:
                 client.execute()
             except Exception as exc:             # a failing cell: record it, go on
                 error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]}"
+            if save is not None:
+                Path(save).mkdir(parents=True, exist_ok=True)
+                nbformat.write(nb, Path(save) / path.name)
             rows.append(dict(notebook=path.stem, seconds=time.perf_counter() - start, ok=error is None,
                              error=error))
             print(f"  {path.stem:28s} {rows[-1]['seconds']:7.1f} s {'ok' if error is None else error}",
                   flush=True)
     finally:
+        if data is not None:
+            shutil.rmtree(data, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -32,17 +32,17 @@ def _source(p: dict) -> str:
     return f"*{p['profile']} profile; {describe(p['machine'])}.*"
 
 
-def notebooks_section(found: dict) -> list[str]:
+def notebooks_section(found: dict, profiles: tuple[str, ...]) -> list[str]:
     runs = {prof: {r["notebook"]: r for r in found[f"notebooks-{prof}"]["result"]["runs"]}
-            for prof in ("cpu", "gpu") if f"notebooks-{prof}" in found}
+            for prof in profiles if f"notebooks-{prof}" in found}
     if not runs:
         return []
     names = sorted({n for r in runs.values() for n in r})
     cell = lambda r: "-" if r is None else (f"{r['seconds']:.0f} s" if r["ok"] else "failed")  # noqa: E731
-    rows = [[n] + [cell(runs.get(prof, {}).get(n)) if prof in runs else "not measured"
-                   for prof in ("cpu", "gpu")] for n in names]
+    rows = [[n] + [cell(runs[prof].get(n)) if prof in runs else "not measured" for prof in profiles]
+            for n in names]
     lines = ["**Notebook runtimes** (whole solution notebook, training included, in a fresh kernel; "
-             "`python -m bench notebooks`)", ""] + _md(["notebook", "cpu profile", "gpu profile"], rows)
+             "`python -m bench notebooks`)", ""] + _md(["notebook"] + [f"{p} profile" for p in profiles], rows)
     return lines + [""] + [_source(found[f"notebooks-{prof}"]) for prof in runs] + [""]
 
 
@@ -63,7 +63,7 @@ def toy_section(p: dict) -> list[str]:
 
 def vae_section(p: dict) -> list[str]:
     r, s = p["result"], p["result"]["sizes"]
-    row = [f"{s['kind']} VAE, z = {s['latent_dim']}", r["source"], s["steps"], f"{r['train_s']:.0f} s",
+    row = [f"{s['kind']} VAE ({'-'.join(map(str, s['hidden']))}), z = {s['latent_dim']}", r["source"], s["steps"], f"{r['train_s']:.0f} s",
            f"{r['test_neg_elbo']:.1f}", f"**{r['test_nll']:.1f}** ± {r['test_nll_se']:.1f}"]
     return (["**MNIST VAE** (`python -m bench vae`): test negative log-likelihood in nats, dynamically "
              f"binarised, importance sampling with K = {s['K']} on {r['n_test']} test digits.", ""]
@@ -92,11 +92,13 @@ def throughput_section(p: dict) -> list[str]:
             + _md(["variant", "images / s", "vs default"], rows) + ["", _source(p), ""])
 
 
-def render(found: dict[str, dict[str, Any]]) -> str:
-    lines = notebooks_section(found)
+def render(found: dict[str, dict[str, Any]], profiles: tuple[str, ...] = ("cpu", "gpu")) -> str:
+    """The section's markdown: notebook runtimes per profile, then each benchmark's table for each
+    profile in `profiles` that has a JSON file."""
+    lines = notebooks_section(found, profiles)
     makers = {"toy": toy_section, "vae": vae_section, "mnist": mnist_section, "throughput": throughput_section}
     for name, make in makers.items():
-        for prof in ("gpu", "cpu"):
+        for prof in profiles:
             if f"{name}-{prof}" in found:
                 lines += make(found[f"{name}-{prof}"])
     return "\n".join(lines).rstrip() + "\n"
@@ -115,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.readme", description=__doc__.split("\n\n")[0])
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--readme", default=str(README))
+    p.add_argument("--profile", action="append", help="profiles to show (default: cpu and gpu)")
     args = p.parse_args(argv)
-    update(Path(args.readme), render(load(Path(args.results))))
+    update(Path(args.readme), render(load(Path(args.results)), tuple(args.profile or ("cpu", "gpu"))))
     print(f"updated {args.readme} from {args.results}")
     return 0
 

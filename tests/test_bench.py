@@ -61,13 +61,14 @@ def test_every_benchmark_runs_in_smoke_and_writes_its_json(smoke_run):
 def test_readme_section_is_rendered_from_the_json(smoke_run, tmp_path):
     out, _ = smoke_run
     found = readme.load(out)
-    section = readme.render(found)
+    assert readme.render(found).strip() == ""                   # cpu and gpu: none measured here
+    section = readme.render(found, ("smoke",))
     vae = found["vae-smoke"]["result"]
     assert f"{vae['test_nll']:.1f}" in section and "2-D time to quality" in section
     assert "U-Net training throughput" in section and "Real-vs-real FD floor" in section
     page = tmp_path / "README.md"
     page.write_text(f"intro\n{readme.BEGIN}\nold numbers\n{readme.END}\nrest\n")
-    assert readme.main(["--results", str(out), "--readme", str(page)]) == 0
+    assert readme.main(["--results", str(out), "--readme", str(page), "--profile", "smoke"]) == 0
     text = page.read_text()
     assert "old numbers" not in text and section in text
     assert text.startswith("intro\n") and text.endswith(f"{readme.END}\nrest\n")
@@ -127,3 +128,24 @@ def test_baseline_trains_the_same_network_with_diffusers():
     sample, seconds = toy.baseline_run(zoo.toy_config("smoke", steps=30), torch.device("cpu"))
     x = sample(64, torch.Generator().manual_seed(0))
     assert seconds > 0 and x.shape == (64, 2) and torch.isfinite(x).all()
+
+
+def test_notebooks_are_timed_in_the_profile_and_failures_recorded(tmp_path):
+    import nbformat
+    from bench import notebooks
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    for name, code in (("00_ok", "import os\nprint(os.environ['COURSE_PROFILE'], os.environ['COURSE_DATA'])"),
+                       ("01_fails", "raise RuntimeError('boom')"), ("x_not_numbered", "1")):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    result = notebooks.run(get_profile("smoke"), folder=folder, save=tmp_path / "out")
+    runs = {r["notebook"]: r for r in result["runs"]}
+    assert set(runs) == {"00_ok", "01_fails"} and result["fresh_data"]
+    assert runs["00_ok"]["ok"] and runs["00_ok"]["seconds"] > 0
+    assert not runs["01_fails"]["ok"] and "boom" in runs["01_fails"]["error"]
+    executed = nbformat.read(tmp_path / "out" / "00_ok.ipynb", as_version=4)
+    printed = executed.cells[0].outputs[0]["text"]
+    assert printed.startswith("smoke ") and "course-bench-data-" in printed
+    only = notebooks.run(get_profile("smoke"), folder=folder, only=["01"])
+    assert [r["notebook"] for r in only["runs"]] == ["01_fails"]
