@@ -21,6 +21,7 @@ from torch import nn
 from ._checks import check_choice, check_in_range, check_positive_int
 from .data.mixture import MIXTURES, make_mixture
 from .data.mnist import load_mnist, mnist_source
+from .device import get_device
 from .guidance import drop_labels
 from .diffusion import PARAMETERISATIONS, WEIGHTINGS, diffusion_loss, eps_fn_from_model
 from .nets import MLP, UNet
@@ -54,6 +55,12 @@ def _check_common(cfg) -> None:
     check_in_range("lr", cfg.lr, 0.0, 1.0, low_open=True)
 
 
+def _on_cpu(device) -> bool:
+    """Whether training runs on the CPU, where channels-last convolutions measured 1.19x faster
+    for the cpu U-Net (`python -m bench throughput`, 2 cores); on CUDA it is not yet measured."""
+    return get_device(device).type == "cpu"
+
+
 def _train(model: nn.Module, cfg, data, schedule: Schedule, device, progress: bool,
            desc: str) -> list[float]:
     """`fit` the diffusion loss of `cfg`, then keep the EMA weights if cfg.ema_decay is set.
@@ -73,11 +80,12 @@ def _train(model: nn.Module, cfg, data, schedule: Schedule, device, progress: bo
         return diffusion_loss(m, x0, schedule, cfg.parameterisation, cfg.weighting, y=y)
 
     ema = ema_model(model, cfg.ema_decay) if cfg.ema_decay else None
+    images = isinstance(cfg, MNISTDiffusionConfig)
     torch.manual_seed(cfg.seed)
     history = fit(model, loss_fn, data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                   device=device, generator=generator, ema=ema, desc=desc, progress=progress,
-                  amp=isinstance(cfg, MNISTDiffusionConfig))   # bf16 on CUDA for images only:
-                                                               # 2-D points need full precision
+                  amp=images,                  # bf16 on CUDA for images only: 2-D points need fp32
+                  channels_last=images and _on_cpu(device))
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
     return history
@@ -292,7 +300,7 @@ def mnist_classifier(config: ClassifierConfig | None = None, *, device=None,
         torch.manual_seed(cfg.seed)
         return fit(model, loss_fn, (x, y), steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                    weight_decay=1e-4, device=device, generator=torch.Generator().manual_seed(cfg.seed),
-                   desc=name, progress=progress)
+                   desc=name, progress=progress, channels_last=_on_cpu(device))
 
     model, _ = load_or_train(name, cfg, build, train, device=device, retrain=retrain)
     return model
