@@ -199,7 +199,7 @@ def mnist_config(profile: str | Profile | None = None, **overrides) -> MNISTDiff
     """The course's MNIST DDPM for `profile`, with any field overridden. Loads MNIST once to
     learn its source (full or the offline subset).
 
-    cpu: a 0.23M-parameter U-Net (base 16, no attention), 2,500 steps at batch 64, about 10
+    cpu: a 0.23M-parameter U-Net (base 16, no attention), 2,500 steps at batch 64, about 4
     minutes on 2 cores, sampled from an EMA of its weights (decay 0.995: the last ~200 steps).
     gpu: 0.78M parameters (base 32, attention), 20,000 steps at batch 256, EMA 0.999, bf16
     autocast on CUDA."""
