@@ -54,11 +54,18 @@ def toy_section(p: dict) -> list[str]:
     summary = "; ".join(f"{k}: " + (f"**{v:.1f} s**" if v is not None else "not reached") for k, v in ttq.items())
     if r.get("baseline_over_course") is not None:
         summary += f"; the baseline takes **{r['baseline_over_course']:.2f}x** as long"
-    return (["**2-D time to quality** (`python -m bench toy`): a DDPM on the 8-Gaussian oracle until every "
-             f"mode weight is within 1.5 points and SW within 1.5x the data floor ({r['n_eval']} DDPM samples). "
-             "Time to quality: " + summary + ".", ""]
-            + _md(["loop", "steps", "train s", "max weight error (pp)", "SW / floor", "passes"], rows)
-            + ["", _source(p), ""])
+    lines = (["**2-D time to quality** (`python -m bench toy`): a DDPM on the 8-Gaussian oracle until every "
+              f"mode weight is within 1.5 points and SW within 1.5x the data floor ({r['n_eval']} DDPM samples). "
+              "Time to quality: " + summary + ".", ""]
+             + _md(["loop", "steps", "train s", "max weight error (pp)", "SW / floor", "passes"], rows) + [""])
+    if "samplers" in r:
+        c = r["samplers"]
+        rows = [[name, f"{v['max_weight_error_pp']:.2f} ± {v['max_weight_error_se']:.2f}",
+                 f"{v['sw_ratio']:.3f} ± {v['sw_ratio_se']:.3f}"] for name, v in c["samplers"].items()]
+        lines += [f"DDPM against DDIM on the course's 2-D model (`zoo.toy_config`), mean ± standard error over "
+                  f"{c['sets']} sample sets of {c['n']}: DDIM 50 / DDPM 1000 SW = **{c['ddim50_over_ddpm_sw']:.2f}**.",
+                  ""] + _md(["sampler", "max weight error (pp)", "SW / floor"], rows) + [""]
+    return lines + [_source(p), ""]
 
 
 def vae_section(p: dict) -> list[str]:

@@ -137,9 +137,38 @@ def run(P: Profile, device: torch.device) -> dict[str, Any]:
     if "baseline" in summary and summary["course"] is not None:
         base = summary["baseline"]
         ratio = (base / summary["course"]) if base is not None else None
+    comparison = sampler_comparison(P, device, floor, n_eval)
     return dict(config=dataclasses.asdict(cfg0), n_eval=n_eval, sw_floor=floor, runs=rows,
                 time_to_quality_s=summary, baseline_over_course=ratio,
-                baseline_reached=summary.get("baseline") is not None)
+                baseline_reached=summary.get("baseline") is not None, samplers=comparison)
+
+
+def sampler_comparison(P: Profile, device: torch.device, floor: float, n: int) -> dict[str, Any]:
+    """DDPM (1000 steps) against DDIM (50 steps, eta = 0) for the course's own 2-D model
+    (`zoo.toy_diffusion(zoo.toy_config(P))`), each judged on R sample sets from shared x_T: one
+    set's SW ratio swings by about +-20%, so the means over R sets of n samples are compared;
+    `floor` is the data-vs-data SW for sets of n."""
+    R = P.pick(smoke=2, cpu=8, gpu=8)
+    run = zoo.toy_diffusion(zoo.toy_config(P), device=device, progress=False)
+    mixture = make_mixture(run.config.mixture)
+    scores: dict[str, list[tuple[float, float]]] = {"DDPM, 1000 steps": [], "DDIM, 50 steps": []}
+    for seed in range(10, 10 + R):
+        g = torch.Generator().manual_seed(seed)
+        xT = torch.randn(n, mixture.dim, generator=g).to(device)
+        samples = {"DDPM, 1000 steps": diffusion.ddpm_sample(run.eps_fn, None, run.schedule, xT=xT,
+                                                             generator=g),
+                   "DDIM, 50 steps": diffusion.ddim_sample(run.eps_fn, None, run.schedule, n_steps=50, xT=xT)}
+        for name, x in samples.items():
+            q = metrics.sample_quality(x.cpu(), mixture, generator=torch.Generator().manual_seed(seed + 100),
+                                       sw_floor=floor)
+            scores[name].append((q.coverage.max_weight_error, q.sw_ratio))
+    out = {}
+    for name, pairs in scores.items():
+        w, r = torch.tensor(pairs, dtype=torch.float64).T
+        out[name] = dict(max_weight_error_pp=w.mean().item(), max_weight_error_se=(w.std() / R**0.5).item(),
+                         sw_ratio=r.mean().item(), sw_ratio_se=(r.std() / R**0.5).item())
+    return dict(sets=R, n=n, samplers=out,
+                ddim50_over_ddpm_sw=out["DDIM, 50 steps"]["sw_ratio"] / out["DDPM, 1000 steps"]["sw_ratio"])
 
 
 def _time_to_quality(rows: list[dict]) -> float | None:
@@ -159,4 +188,10 @@ def report(result: dict[str, Any]) -> str:
                                                    "not reached on the ladder"))
     if result["baseline_over_course"] is not None:
         out.append(f"baseline / course: {result['baseline_over_course']:.2f}x")
+    c = result["samplers"]
+    rows = [(name, f"{v['max_weight_error_pp']:.2f} +- {v['max_weight_error_se']:.2f}",
+             f"{v['sw_ratio']:.3f} +- {v['sw_ratio_se']:.3f}") for name, v in c["samplers"].items()]
+    out.append(table(f"\nthe course's model ({c['sets']} sample sets of {c['n']}, mean +- standard error)",
+                     ["sampler", "max |dw| pp", "SW/floor"], rows))
+    out.append(f"DDIM 50 / DDPM 1000 SW: {c['ddim50_over_ddpm_sw']:.3f}")
     return "\n".join(out)

@@ -55,7 +55,8 @@ def test_every_benchmark_runs_in_smoke_and_writes_its_json(smoke_run):
     assert m["fd_floor"] >= 0 and all(r["fd"] >= 0 and sum(r["histogram"]) == m["n"] for r in m["runs"])
     th = results["throughput-smoke"]["result"]
     assert all(r["images_per_s"] > 0 for r in th["runs"]) and th["runs"][0]["speedup"] == 1
-    assert "time to quality, course" in printed and "images/s" in printed
+    assert "time to quality, course" in printed and "images/s" in printed and "DDIM 50 / DDPM 1000 SW" in printed
+    assert set(t["samplers"]["samplers"]) == {"DDPM, 1000 steps", "DDIM, 50 steps"}
 
 
 def test_readme_section_is_rendered_from_the_json(smoke_run, tmp_path):
@@ -66,6 +67,7 @@ def test_readme_section_is_rendered_from_the_json(smoke_run, tmp_path):
     vae = found["vae-smoke"]["result"]
     assert f"{vae['test_nll']:.1f}" in section and "2-D time to quality" in section
     assert "U-Net training throughput" in section and "Real-vs-real FD floor" in section
+    assert "DDIM 50 / DDPM 1000 SW" in section
     page = tmp_path / "README.md"
     page.write_text(f"intro\n{readme.BEGIN}\nold numbers\n{readme.END}\nrest\n")
     assert readme.main(["--results", str(out), "--readme", str(page), "--profile", "smoke"]) == 0
