@@ -56,7 +56,7 @@ def _check_common(cfg) -> None:
 
 
 def _on_cpu(device) -> bool:
-    """Whether training runs on the CPU, where channels-last convolutions measured 1.19x faster
+    """Whether training runs on the CPU, where channels-last convolutions measured 1.15x faster
     for the cpu U-Net (`python -m bench throughput`, 2 cores); on CUDA it is not yet measured."""
     return get_device(device).type == "cpu"
 
