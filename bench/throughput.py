@@ -22,7 +22,6 @@ import torch
 
 from course_lib import diffusion, zoo
 from course_lib.data.mnist import load_mnist
-from course_lib.nets import UNet
 from course_lib.profiles import Profile
 from course_lib.schedules import make_schedule
 from course_lib.train import fit
@@ -49,9 +48,7 @@ def _fit_seconds(cfg, x: torch.Tensor, steps: int, device: torch.device, options
     options = dict(options)
     host = options.pop("host", False)
     schedule = make_schedule(cfg.schedule, cfg.T)
-    torch.manual_seed(0)
-    model = UNet(1, cfg.base_channels, tuple(cfg.channel_mults), cfg.num_res_blocks,
-                 attention=cfg.attention)
+    model = zoo.mnist_unet(cfg)
     if host:
         g = torch.Generator().manual_seed(0)
         data = lambda n: x[torch.randint(len(x), (n,), generator=g)].to(device)   # noqa: E731
@@ -80,8 +77,7 @@ def run(P: Profile, device: torch.device, compile_on_cpu: bool = False) -> dict[
     base = rows[0]["images_per_s"]
     for r in rows:
         r["speedup"] = r["images_per_s"] / base
-    params = sum(p.numel() for p in UNet(1, cfg.base_channels, tuple(cfg.channel_mults),
-                                         cfg.num_res_blocks, attention=cfg.attention).parameters())
+    params = sum(p.numel() for p in zoo.mnist_unet(cfg).parameters())
     return dict(config=dict(base_channels=cfg.base_channels, channel_mults=list(cfg.channel_mults),
                             attention=cfg.attention, batch_size=cfg.batch_size, parameters=params),
                 steps=[n1, n2], runs=rows)

@@ -227,17 +227,19 @@ def mnist_diffusion(config: MNISTDiffusionConfig | None = None, *, device=None,
     schedule = make_schedule(cfg.schedule, cfg.T)
     name = f"mnist-unet-{cfg.parameterisation}" + ("-cond" if cfg.num_classes else "")
 
-    def build(c):
-        torch.manual_seed(c.seed)
-        return UNet(1, c.base_channels, tuple(c.channel_mults), c.num_res_blocks,
-                    num_classes=c.num_classes, attention=c.attention)
-
     def train(model):
         data = (x, y) if cfg.num_classes else x
         return _train(model, cfg, data, schedule, device, progress, "MNIST U-Net")
 
-    model, history = load_or_train(name, cfg, build, train, device=device, retrain=retrain)
+    model, history = load_or_train(name, cfg, mnist_unet, train, device=device, retrain=retrain)
     return TrainedDiffusion(model, schedule, cfg.parameterisation, history, cfg)
+
+
+def mnist_unet(cfg: MNISTDiffusionConfig) -> UNet:
+    """The untrained U-Net of `cfg`, its weights drawn with cfg.seed."""
+    torch.manual_seed(cfg.seed)
+    return UNet(1, cfg.base_channels, tuple(cfg.channel_mults), cfg.num_res_blocks,
+                num_classes=cfg.num_classes, attention=cfg.attention)
 
 
 # ---------------------------------------------------------------------- MNIST classifiers
